@@ -1,0 +1,87 @@
+"""Connecting to NATS the voxbus way: --nats URL, else $VOXBUS_NATS_URL (folded into config),
+else the embedded server: reuse one already listening on its port, or start one and own it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from voxbus.config.schema import Config
+from voxbus.errors import ServerError
+from voxbus.server import NatsServer, port_in_use
+from voxbus.streams import ensure_streams
+from voxbus.subjects import Subjects
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Bus:
+    nc: Client
+    js: JetStreamContext
+    subjects: Subjects
+    config: Config
+    server: NatsServer | None = None
+    """Set when this process started the embedded server (and will stop it)."""
+
+    @property
+    def url(self) -> str:
+        return self.nc.connected_url.geturl() if self.nc.connected_url else ""
+
+
+async def connect(url: str, name: str, timeout: float = 5.0) -> Client:
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats: %s", exc)
+
+    # Reconnect forever once connected (services outlive server restarts), but a first connect
+    # to a wrong URL must fail with a clear error instead of retrying forever: bound it.
+    try:
+        return await asyncio.wait_for(
+            nats.connect(
+                url, name=name, connect_timeout=timeout, allow_reconnect=True,
+                max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=on_error,
+            ),
+            timeout=timeout * 2,
+        )
+    except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
+        raise ServerError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
+
+
+@asynccontextmanager
+async def open_bus(config: Config, name: str = "voxbus", *, streams: bool = True) -> AsyncIterator[Bus]:
+    """Connect (starting the embedded server when needed) and make sure the streams exist."""
+    server = None
+    url = config.nats.url
+    if url is None:
+        emb = config.nats.embedded
+        if emb.port and port_in_use(emb.host, emb.port):
+            url = f"nats://{emb.host}:{emb.port}"
+            log.info("using the nats-server already listening at %s", url)
+        else:
+            server = await NatsServer(emb).start()
+            url = server.url
+    try:
+        nc = await connect(url, name, config.nats.connect_timeout)
+        try:
+            js = nc.jetstream()
+            subjects = Subjects(config.nats.prefix)
+            if streams:
+                await ensure_streams(js, subjects, config.streams)
+            yield Bus(nc=nc, js=js, subjects=subjects, config=config, server=server)
+        finally:
+            if not nc.is_closed:
+                try:
+                    await nc.drain()
+                except Exception as exc:  # a drain on a dead connection must not mask the real error
+                    log.debug("drain failed: %s", exc)
+                    await nc.close()
+    finally:
+        if server is not None:
+            await server.stop()

@@ -1,0 +1,52 @@
+"""`voxbus server`: run the embedded nats-server in the foreground until Ctrl-C/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+import msgspec
+
+from voxbus.server import NatsServer
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("server", parents=[common], help="run the embedded NATS server (JetStream on)",
+                       description="Start nats-server with voxbus's configuration and keep it running until Ctrl-C.")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="client port (default 4222; 0 picks a free one)")
+    p.add_argument("--monitor-port", type=int, help="loopback monitoring port (default 8222; 0 picks a free one)")
+    p.add_argument("--store-dir", help="JetStream file store (default: the user data dir)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from voxbus.cli import load_for, run_async
+
+    config = load_for(args)
+    emb = config.nats.embedded
+    changes = {k: v for k, v in (("host", args.host), ("port", args.port), ("monitor_port", args.monitor_port),
+                                 ("store_dir", args.store_dir)) if v is not None}
+    emb = msgspec.structs.replace(emb, **changes)
+
+    async def serve() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with NatsServer(emb) as server:
+            print(f"nats-server ready: {server.url}  (JetStream store {server.store_dir}, "
+                  f"monitoring http://127.0.0.1:{server.monitor_port}, pid {server.pid})", flush=True)
+            print("Ctrl-C to stop.", flush=True)
+            stopped = asyncio.create_task(asyncio.to_thread(server.process.wait))  # type: ignore[union-attr]
+            waiter = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({stopped, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if stopped in done:
+                print(f"nats-server exited unexpectedly (code {stopped.result()})", flush=True)
+                return 1
+        print("nats-server stopped.", flush=True)
+        return 0
+
+    return run_async(serve)

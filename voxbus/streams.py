@@ -1,0 +1,52 @@
+"""JetStream stream definitions: limits retention, file storage, sizes and ages from config.
+Created idempotently: an existing stream is updated to the configured limits."""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from voxbus.config.schema import StreamsConfig
+from voxbus.subjects import STREAM_FAMILIES, Subjects
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_WINDOW_S = 120.0
+"""How long Nats-Msg-Id dedupe remembers an id: longer than any service restart we retry over."""
+
+
+def stream_configs(subjects: Subjects, streams: StreamsConfig) -> list[StreamConfig]:
+    configs = []
+    for family in STREAM_FAMILIES:
+        limits = getattr(streams, family)
+        configs.append(StreamConfig(
+            name=subjects.stream(family),
+            subjects=subjects.stream_subjects(family),
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE if limits.storage == "file" else StorageType.MEMORY,
+            max_age=float(limits.max_age),
+            max_bytes=int(limits.max_bytes),
+            num_replicas=limits.replicas,
+            discard=DiscardPolicy.OLD,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            allow_direct=True,
+        ))
+    return configs
+
+
+async def ensure_streams(js: JetStreamContext, subjects: Subjects, streams: StreamsConfig) -> list[str]:
+    """Create or update every voxbus stream; returns their names."""
+    names = []
+    for sc in stream_configs(subjects, streams):
+        try:
+            await js.stream_info(sc.name)
+        except NotFoundError:
+            await js.add_stream(sc)
+            log.info("created stream %s (%s)", sc.name, ", ".join(sc.subjects or []))
+        else:
+            await js.update_stream(sc)
+        names.append(sc.name)
+    return names

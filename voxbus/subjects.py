@@ -1,0 +1,161 @@
+"""Every subject, stream and consumer name voxbus uses is built here, and nowhere else.
+
+Layout (prefix ``vox`` by default)::
+
+    {p}.audio.<sid>.in            client audio frames            stream {P}_AUDIO
+    {p}.audio.<sid>.out           synthesized audio chunks       stream {P}_AUDIO
+    {p}.text.<sid>.transcript     STT transcripts                stream {P}_TEXT
+    {p}.text.<sid>.reply          assistant reply chunks         stream {P}_TEXT
+    {p}.tts.<sid>.say             text to speak                  stream {P}_TEXT
+    {p}.ctl.<sid>.<event>         start / end / interrupt / error stream {P}_CTL
+    {p}.admin.<event>             model lifecycle, resources     stream {P}_ADMIN
+    {p}.model.<kind>.<verb>       ModelManager endpoints (request-reply, not stored)
+
+The session id sits in the subject (not only in a header) so consumers can filter by it,
+permissions can scope it and streams can partition on it. That makes the id part of routing,
+so ids are validated: a ``.``, ``*``, ``>`` or whitespace would change which subscribers match.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_SESSION_ID_LENGTH = 128
+_SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_\-:@+=~]+$")
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+CONTROL_EVENTS = ("start", "end", "interrupt", "error")
+ADMIN_EVENTS = ("model", "resources", "cache")
+MODEL_VERBS = {
+    "stt": ("transcribe",),
+    "llm": ("generate",),
+    "tts": ("synthesize",),
+    "admin": ("list", "load", "unload"),
+}
+
+
+class InvalidSessionId(ValueError):
+    """A session id that would change NATS routing or is otherwise unusable."""
+
+
+class InvalidSubjectToken(ValueError):
+    """A prefix, event or verb that is not a single plain subject token."""
+
+
+def validate_session_id(sid: str) -> str:
+    """Return sid unchanged, or raise InvalidSessionId saying what is wrong with it."""
+    if not isinstance(sid, str):
+        raise InvalidSessionId(f"session id must be a string, got {type(sid).__name__}")
+    if not sid:
+        raise InvalidSessionId("session id is empty")
+    if len(sid) > MAX_SESSION_ID_LENGTH:
+        raise InvalidSessionId(f"session id is {len(sid)} characters long; the limit is {MAX_SESSION_ID_LENGTH}")
+    for bad, why in ((".", "a '.' splits the subject"), ("*", "'*' is a wildcard"), (">", "'>' is a wildcard")):
+        if bad in sid:
+            raise InvalidSessionId(f"session id {sid!r} contains {why}")
+    if any(ch.isspace() for ch in sid):
+        raise InvalidSessionId(f"session id {sid!r} contains whitespace")
+    if not _SESSION_ID_RE.match(sid):
+        raise InvalidSessionId(
+            f"session id {sid!r} may only use letters, digits and - _ : @ + = ~"
+        )
+    return sid
+
+
+def _token(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _TOKEN_RE.match(value):
+        raise InvalidSubjectToken(f"{what} {value!r} must be letters, digits, '-' or '_'")
+    return value
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """Subject and stream names under one prefix. Build one from config and pass it around."""
+
+    prefix: str = "vox"
+
+    def __post_init__(self) -> None:
+        _token(self.prefix, "subject prefix")
+
+    # -- per-session subjects -------------------------------------------------------------
+    def audio_in(self, sid: str) -> str:
+        return f"{self.prefix}.audio.{validate_session_id(sid)}.in"
+
+    def audio_out(self, sid: str) -> str:
+        return f"{self.prefix}.audio.{validate_session_id(sid)}.out"
+
+    def transcript(self, sid: str) -> str:
+        return f"{self.prefix}.text.{validate_session_id(sid)}.transcript"
+
+    def reply(self, sid: str) -> str:
+        return f"{self.prefix}.text.{validate_session_id(sid)}.reply"
+
+    def say(self, sid: str) -> str:
+        return f"{self.prefix}.tts.{validate_session_id(sid)}.say"
+
+    def control(self, sid: str, event: str) -> str:
+        if event not in CONTROL_EVENTS:
+            raise InvalidSubjectToken(f"control event {event!r} is not one of {', '.join(CONTROL_EVENTS)}")
+        return f"{self.prefix}.ctl.{validate_session_id(sid)}.{event}"
+
+    def session_from(self, subject: str) -> str:
+        """The session id of a per-session subject (the third token)."""
+        parts = subject.split(".")
+        if len(parts) < 4 or parts[0] != self.prefix:
+            raise InvalidSubjectToken(f"{subject!r} is not a voxbus session subject")
+        return parts[2]
+
+    # -- wildcards for consumers ----------------------------------------------------------
+    def all_audio_in(self) -> str:
+        return f"{self.prefix}.audio.*.in"
+
+    def all_transcripts(self) -> str:
+        return f"{self.prefix}.text.*.transcript"
+
+    def all_control(self) -> str:
+        return f"{self.prefix}.ctl.*.*"
+
+    def all_admin(self) -> str:
+        return f"{self.prefix}.admin.>"
+
+    # -- admin and model endpoints ----------------------------------------------------------
+    def admin(self, event: str) -> str:
+        if event not in ADMIN_EVENTS:
+            raise InvalidSubjectToken(f"admin event {event!r} is not one of {', '.join(ADMIN_EVENTS)}")
+        return f"{self.prefix}.admin.{event}"
+
+    def model(self, kind: str, verb: str) -> str:
+        if verb not in MODEL_VERBS.get(kind, ()):
+            raise InvalidSubjectToken(f"no model endpoint {kind}.{verb}")
+        return f"{self.prefix}.model.{kind}.{verb}"
+
+    # -- JetStream names -------------------------------------------------------------------
+    def stream(self, family: str) -> str:
+        """Stream names are upper-case and prefixed, so two prefixes can share one server."""
+        if family not in STREAM_FAMILIES:
+            raise InvalidSubjectToken(f"no stream family {family!r}")
+        return f"{self.prefix.upper()}_{family.upper()}"
+
+    def stream_subjects(self, family: str) -> list[str]:
+        p = self.prefix
+        return {
+            "audio": [f"{p}.audio.>"],
+            "text": [f"{p}.text.>", f"{p}.tts.>"],
+            "ctl": [f"{p}.ctl.>"],
+            "admin": [f"{p}.admin.>"],
+        }[family]
+
+    def consumer(self, service: str) -> str:
+        """Durable consumer name of a voxbus service (shared by its replicas)."""
+        return f"{self.prefix}-{_token(service, 'service name')}"
+
+    def service_name(self) -> str:
+        """NATS micro service name of the ModelManager (discoverable via $SRV.PING)."""
+        return f"{self.prefix}-model-manager"
+
+    def queue_group(self, service: str) -> str:
+        return f"{self.prefix}-{_token(service, 'service name')}"
+
+
+STREAM_FAMILIES = ("audio", "text", "ctl", "admin")

@@ -129,10 +129,14 @@ class CacheConfig(_Cfg):
 
 
 class ClientConfig(_Cfg):
-    timeout: Duration = Duration(60)
-    """Deadline of one inference request once the model is loaded."""
-    cold_timeout: Duration = Duration(600)
-    """Deadline when the request may have to wait for a model to load."""
+    deadline: Duration = Duration(600)
+    """Whole-request deadline; long enough for a cold load (heartbeats catch a dead manager sooner)."""
+    accept_timeout: Duration = Duration(2)
+    """No 'accepted' within this long: no manager has the request, so it is retried."""
+    liveness_timeout: Duration = Duration(5)
+    """No heartbeat for this long after acceptance: the manager died; unstarted work is retried."""
+    heartbeat: Duration = Duration(1)
+    """How often the manager says it is still working on a request."""
     retries: Annotated[int, Meta(ge=0, le=10)] = 3
     backoff: Duration = Duration(0.2)
 

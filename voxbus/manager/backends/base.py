@@ -34,6 +34,8 @@ class LoadSpec:
     n_gpu_layers: int = 0
     threads: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""  # content hash of the source: keys derived files (quantized GGUFs)
+    cache_dir: Path | None = None  # where a backend may write derived files
 
 
 @dataclass
@@ -82,6 +84,11 @@ class Backend:
     def footprint_hint(self) -> int:
         """Bytes the backend believes it holds (file sizes); the manager measures the real one."""
         return 0
+
+    @classmethod
+    def supports_cuda(cls) -> bool:
+        """Whether this build of the library can run on an NVIDIA GPU (device: auto)."""
+        return False
 
 
 class SttBackend(Backend):

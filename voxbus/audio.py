@@ -1,0 +1,57 @@
+"""PCM conversion shared by the manager and the services: raw bytes <-> float32 arrays, channel
+mixing and resampling (libsoxr's high-quality resampler, not linear interpolation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import soxr
+
+from voxbus.errors import InvalidAudio
+from voxbus.messages.audio import AudioFormat
+
+_DTYPES = {"s16le": np.dtype("<i2"), "s32le": np.dtype("<i4"), "f32le": np.dtype("<f4")}
+_SCALE = {"s16le": 32768.0, "s32le": 2147483648.0, "f32le": 1.0}
+
+
+def pcm_to_float(data: bytes | memoryview, fmt: AudioFormat) -> np.ndarray:
+    """Raw PCM -> float32 array shaped (frames, channels), in [-1, 1]."""
+    if len(data) == 0:
+        raise InvalidAudio("the audio is empty")
+    if len(data) % fmt.frame_bytes:
+        raise InvalidAudio(
+            f"{len(data)} bytes is not a whole number of {fmt.channels}-channel {fmt.sample} samples "
+            f"({fmt.frame_bytes} bytes each)"
+        )
+    raw = np.frombuffer(data, dtype=_DTYPES[fmt.sample])
+    audio = raw.astype(np.float32) / np.float32(_SCALE[fmt.sample]) if fmt.sample != "f32le" else raw.astype(np.float32)
+    if fmt.sample == "f32le" and not np.isfinite(audio).all():
+        raise InvalidAudio("float audio contains NaN or infinity")
+    return audio.reshape(-1, fmt.channels)
+
+
+def to_mono(audio: np.ndarray) -> np.ndarray:
+    return audio[:, 0].copy() if audio.shape[1] == 1 else audio.mean(axis=1, dtype=np.float32)
+
+
+def resample(mono: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    if rate_in == rate_out:
+        return mono.astype(np.float32, copy=False)
+    return soxr.resample(mono, rate_in, rate_out, quality="HQ").astype(np.float32, copy=False)
+
+
+def pcm_to_model_input(data: bytes | memoryview, fmt: AudioFormat, rate: int) -> np.ndarray:
+    """Any supported PCM -> float32 mono at `rate`, what speech models take."""
+    return resample(to_mono(pcm_to_float(data, fmt)), fmt.rate, rate)
+
+
+def float_to_pcm(mono: np.ndarray, rate_in: int, fmt: AudioFormat) -> bytes:
+    """float32 mono -> raw PCM in `fmt` (resampled, channels duplicated, sample type converted)."""
+    audio = resample(np.asarray(mono, dtype=np.float32), rate_in, fmt.rate)
+    audio = np.clip(audio, -1.0, 1.0)
+    if fmt.channels > 1:
+        audio = np.repeat(audio[:, None], fmt.channels, axis=1).reshape(-1)
+    if fmt.sample == "f32le":
+        return audio.astype("<f4").tobytes()
+    scale = _SCALE[fmt.sample]
+    top = scale - 1
+    return np.clip(np.round(audio * scale), -scale, top).astype(_DTYPES[fmt.sample]).tobytes()

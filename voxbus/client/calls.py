@@ -1,0 +1,127 @@
+"""One request to the ModelManager over NATS, with its deadline, liveness and retry rules.
+
+Protocol (see voxbus/manager/replies.py): the manager answers ``accepted`` at once, ``working``
+heartbeats while busy, then the reply (or a stream ending in ``done``). So:
+
+- no ``accepted`` within accept_timeout, or a no-responders status: nobody has the work ->
+  transient, retried with backoff;
+- heartbeats stop for liveness_timeout after acceptance: that manager died -> retried if the
+  caller has not yet received part of the answer, else a transient ``Unavailable`` error;
+- the overall deadline passes while the manager is alive and working -> ``Timeout``, not retried
+  (repeating would only queue the same work twice);
+- an error reply -> its typed exception; retried only if the manager marked it transient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import AsyncIterator
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from voxbus.config.schema import ClientConfig
+from voxbus.errors import ModelError, PayloadTooLarge, Timeout, Unavailable, error_from_wire
+from voxbus.manager.replies import ACCEPTED, ERROR_CODE_HEADER, ERROR_HEADER, STATUS_HEADER, WORKING
+from voxbus.messages import codec
+from voxbus.messages.model import ErrorReply
+
+log = logging.getLogger(__name__)
+
+NO_RESPONDERS = "503"
+
+
+class _Retry(Exception):
+    def __init__(self, error: ModelError) -> None:
+        self.error = error
+
+
+def _error_of(msg: Msg) -> ModelError | None:
+    headers = msg.headers or {}
+    if headers.get("Status") == NO_RESPONDERS:
+        return Unavailable("no ModelManager is serving this endpoint (is `voxbus manager` running?)")
+    if ERROR_CODE_HEADER not in headers:
+        return None
+    try:
+        body = codec.decode(msg.data, ErrorReply)
+        return error_from_wire(body.code, body.message, body.transient)
+    except Exception:
+        return ModelError(headers.get(ERROR_HEADER, "unknown error"), code=f"status_{headers[ERROR_CODE_HEADER]}")
+
+
+class Caller:
+    def __init__(self, nc: Client, config: ClientConfig) -> None:
+        self.nc = nc
+        self.config = config
+
+    async def stream(self, subject: str, data: bytes, headers: dict[str, str] | None = None,
+                     deadline: float | None = None) -> AsyncIterator[Msg]:
+        """Yield the answer's messages (heartbeats filtered out); retries as the module says."""
+        cfg = self.config
+        end = time.monotonic() + (deadline or cfg.deadline)
+        attempt = 0
+        while True:
+            yielded = False
+            try:
+                async for msg in self._attempt(subject, data, headers, end):
+                    yielded = True
+                    yield msg
+                return
+            except _Retry as retry:
+                if yielded or attempt >= cfg.retries or time.monotonic() >= end:
+                    raise retry.error from None
+                attempt += 1
+                pause = min(cfg.backoff * (2 ** (attempt - 1)), 5.0) * (0.5 + random.random())
+                log.info("%s: %s; retry %d/%d in %.2fs", subject, retry.error.message, attempt, cfg.retries, pause)
+                await asyncio.sleep(min(pause, max(end - time.monotonic(), 0)))
+
+    async def request(self, subject: str, data: bytes, headers: dict[str, str] | None = None,
+                      deadline: float | None = None) -> Msg:
+        async for msg in self.stream(subject, data, headers, deadline):
+            return msg
+        raise Unavailable(f"{subject}: the manager closed the reply without an answer")
+
+    async def _attempt(self, subject: str, data: bytes, headers: dict[str, str] | None, end: float) -> AsyncIterator[Msg]:
+        cfg = self.config
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox)
+        try:
+            try:
+                await self.nc.publish(subject, data, reply=inbox, headers=headers)
+            except nats.errors.MaxPayloadError:
+                raise PayloadTooLarge(f"request of {len(data)} bytes is over the server's max_payload") from None
+            accepted = False
+            while True:
+                now = time.monotonic()
+                if now >= end:
+                    raise Timeout(f"{subject}: no answer within the deadline")
+                wait = min(end - now, cfg.liveness_timeout if accepted else cfg.accept_timeout)
+                try:
+                    msg = await sub.next_msg(timeout=wait)
+                except nats.errors.TimeoutError:
+                    if time.monotonic() >= end:
+                        if accepted:
+                            raise Timeout(f"{subject}: the manager is still working but the deadline passed") from None
+                        raise _Retry(Timeout(f"{subject}: no manager accepted the request in time")) from None
+                    if accepted:
+                        raise _Retry(Unavailable(f"{subject}: the manager stopped answering mid-request")) from None
+                    raise _Retry(Unavailable(f"{subject}: no manager accepted the request within "
+                                             f"{cfg.accept_timeout:g}s")) from None
+                status = (msg.headers or {}).get(STATUS_HEADER)
+                if status in (ACCEPTED, WORKING):
+                    accepted = True
+                    continue
+                error = _error_of(msg)
+                if error is not None:
+                    raise _Retry(error) if error.transient else error
+                accepted = True
+                yield msg
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass

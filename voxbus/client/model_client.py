@@ -1,0 +1,93 @@
+"""The typed way for any voxbus component to ask the ModelManager for inference.
+
+    async with open_bus(config) as bus:
+        models = ModelClient.from_bus(bus)
+        reply = await models.transcribe(pcm, AudioFormat(rate=16000))
+        async for chunk in models.generate("Once upon a time"):
+            ...
+"""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+from nats.aio.client import Client
+
+from voxbus.config.schema import ClientConfig
+from voxbus.client.calls import Caller
+from voxbus.errors import ProtocolError
+from voxbus.messages import codec
+from voxbus.messages.audio import AudioFormat
+from voxbus.messages.model import (
+    ChatMessage, GenerateChunk, GenerateDone, GenerateEvent, GenerateRequest, ListModelsReply,
+    ListModelsRequest, LoadModelRequest, ModelReply, SamplingOptions, SynthesizeReply,
+    SynthesizeRequest, TranscribeReply, TranscribeRequest, UnloadModelRequest,
+)
+from voxbus.subjects import Subjects
+
+
+class ModelClient:
+    def __init__(self, nc: Client, subjects: Subjects, config: ClientConfig | None = None) -> None:
+        self.subjects = subjects
+        self.caller = Caller(nc, config or ClientConfig())
+
+    @classmethod
+    def from_bus(cls, bus) -> "ModelClient":
+        return cls(bus.nc, bus.subjects, bus.config.client)
+
+    async def transcribe(self, pcm: bytes, format: AudioFormat, *, model: str | None = None,
+                         version: str | None = None, language: str | None = None, beam_size: int = 1,
+                         session: str | None = None, deadline: float | None = None) -> TranscribeReply:
+        req = TranscribeRequest(model=model, version=version, format=format, language=language,
+                                beam_size=beam_size, session=session)
+        msg = await self.caller.request(self.subjects.model("stt", "transcribe"), pcm,
+                                        codec.meta_headers(req), deadline)
+        return codec.decode(msg.data, TranscribeReply)
+
+    async def generate(self, prompt: str | None = None, *, messages: list[ChatMessage] | list[dict] | None = None,
+                       conversation: str | None = None, model: str | None = None, version: str | None = None,
+                       options: SamplingOptions | None = None, deadline: float | None = None,
+                       **sampling) -> AsyncIterator[GenerateChunk | GenerateDone]:
+        """Yield GenerateChunk as tokens arrive, then one GenerateDone."""
+        if messages is not None:
+            messages = [m if isinstance(m, ChatMessage) else ChatMessage(**m) for m in messages]
+        if options is None:
+            options = SamplingOptions(**sampling)
+        req = GenerateRequest(model=model, version=version, prompt=prompt, messages=messages,
+                              conversation=conversation, options=options)
+        async for msg in self.caller.stream(self.subjects.model("llm", "generate"), codec.encode(req), None, deadline):
+            event = codec.decode(msg.data, GenerateEvent)
+            yield event
+            if isinstance(event, GenerateDone):
+                return
+        raise ProtocolError("generate stream ended without a done message")
+
+    async def complete(self, prompt: str | None = None, **kwargs) -> GenerateDone:
+        """generate() gathered: the final message (its text is the whole completion)."""
+        async for event in self.generate(prompt, **kwargs):
+            if isinstance(event, GenerateDone):
+                return event
+        raise ProtocolError("generate stream ended without a done message")
+
+    async def synthesize(self, text: str, *, model: str | None = None, version: str | None = None,
+                         voice: str | None = None, format: AudioFormat | None = None, speed: float = 1.0,
+                         deadline: float | None = None) -> tuple[bytes, SynthesizeReply]:
+        """(PCM bytes, metadata with their format)."""
+        req = SynthesizeRequest(model=model, version=version, text=text, voice=voice, format=format, speed=speed)
+        msg = await self.caller.request(self.subjects.model("tts", "synthesize"), codec.encode(req), None, deadline)
+        return msg.data, codec.decode_meta(msg.headers, SynthesizeReply)
+
+    async def list_models(self, kind: str | None = None, deadline: float | None = 10.0) -> ListModelsReply:
+        msg = await self.caller.request(self.subjects.model("admin", "list"),
+                                        codec.encode(ListModelsRequest(kind=kind)), None, deadline)
+        return codec.decode(msg.data, ListModelsReply)
+
+    async def load(self, model: str, version: str | None = None, deadline: float | None = None) -> ModelReply:
+        msg = await self.caller.request(self.subjects.model("admin", "load"),
+                                        codec.encode(LoadModelRequest(model=model, version=version)), None, deadline)
+        return codec.decode(msg.data, ModelReply)
+
+    async def unload(self, model: str, deadline: float | None = 60.0) -> ModelReply:
+        msg = await self.caller.request(self.subjects.model("admin", "unload"),
+                                        codec.encode(UnloadModelRequest(model=model)), None, deadline)
+        return codec.decode(msg.data, ModelReply)

@@ -1,0 +1,152 @@
+"""llama.cpp (GGUF) text generation through llama-cpp-python, with on-demand requantization.
+
+A `Llama` object is not thread-safe: the manager gives each loaded model one worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import llama_cpp
+from llama_cpp import Llama
+
+from voxbus.manager.backends.base import (
+    BackendError, GenerateResult, LlmBackend, LoadSpec, UnsupportedQuantization,
+)
+
+log = logging.getLogger(__name__)
+
+# GGUF file types by the names users write in config (llama.cpp's own quantize names).
+FILE_TYPES: dict[str, int] = {
+    "f32": llama_cpp.LLAMA_FTYPE_ALL_F32,
+    "f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16,
+    "bf16": llama_cpp.LLAMA_FTYPE_MOSTLY_BF16,
+    "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
+    "q5_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_M,
+    "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
+    "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0,
+}
+_NAME_BY_TYPE = {v: k for k, v in FILE_TYPES.items()}
+
+
+def gguf_file_type(path: Path) -> str | None:
+    """The quantization a GGUF file holds, read from its metadata without loading weights."""
+    probe = Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        raw = probe.metadata.get("general.file_type")
+    finally:
+        probe.close()
+    return _NAME_BY_TYPE.get(int(raw), f"type{raw}") if raw is not None else None
+
+
+def quantized_path(spec: LoadSpec, target: str) -> Path:
+    """Quantize once into the cache, keyed by the source's fingerprint and the target type."""
+    if spec.cache_dir is None or not spec.fingerprint:
+        raise BackendError("requantizing needs a cache directory and a source fingerprint")
+    out = spec.cache_dir / "quantized" / f"{spec.path.stem}-{spec.fingerprint[:16]}-{target}.gguf"
+    if out.is_file():
+        log.info("%s: reusing quantized %s", spec.model_id, out)
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".partial")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = FILE_TYPES[target]
+    params.nthread = spec.threads or os.cpu_count() or 1
+    params.allow_requantize = True  # the bundled file is already quantized
+    log.info("%s: quantizing %s to %s (once; cached at %s)", spec.model_id, spec.path.name, target, out)
+    rc = llama_cpp.llama_model_quantize(str(spec.path).encode(), str(tmp).encode(), params)
+    if rc != 0 or not tmp.is_file():
+        tmp.unlink(missing_ok=True)
+        raise BackendError(f"llama.cpp could not quantize {spec.path.name} to {target} (code {rc})")
+    tmp.replace(out)  # atomic: a crash mid-quantize never leaves a truncated cache entry
+    return out
+
+
+class LlamaBackend(LlmBackend):
+    name = "llama_cpp"
+    quantizations = tuple(FILE_TYPES)
+
+    def __init__(self) -> None:
+        self.llm: Llama | None = None
+        self.path: Path | None = None
+        self.file_type: str | None = None
+
+    def load(self, spec: LoadSpec) -> None:
+        if not spec.path.is_file():
+            raise BackendError(f"GGUF file not found: {spec.path}")
+        path = spec.path
+        source_type = gguf_file_type(path)
+        target = spec.quantization
+        if target and target not in FILE_TYPES:
+            raise UnsupportedQuantization(f"llama.cpp has no quantization {target!r}; choose from {', '.join(FILE_TYPES)}")
+        if target and target != source_type:
+            path = quantized_path(spec, target)
+        opts = dict(spec.options)
+        self.llm = Llama(
+            model_path=str(path),
+            n_ctx=int(opts.pop("n_ctx", 4096)),
+            n_gpu_layers=spec.n_gpu_layers if spec.device == "cuda" else 0,
+            n_threads=spec.threads or os.cpu_count(),
+            verbose=False,
+            **opts,
+        )
+        self.path = path
+        self.file_type = target or source_type
+
+    def generate(
+        self,
+        prompt: str | None,
+        messages: list[dict[str, str]] | None,
+        options: dict[str, Any],
+        on_text: Callable[[str], None],
+        cancelled: Callable[[], bool],
+    ) -> GenerateResult:
+        llm = self.llm
+        assert llm is not None, "generate before load"
+        sampling = dict(
+            max_tokens=options.get("max_tokens", 256), temperature=options.get("temperature", 0.8),
+            top_p=options.get("top_p", 0.95), top_k=options.get("top_k", 40),
+            repeat_penalty=options.get("repeat_penalty", 1.1), stop=options.get("stop") or None,
+            seed=options.get("seed"), stream=True,
+        )
+        cached = 0
+        if messages is not None:
+            stream = llm.create_chat_completion(messages=messages, **sampling)
+        else:
+            tokens = llm.tokenize(prompt.encode(), add_bos=True)
+            cached = Llama.longest_token_prefix(llm._input_ids[: llm.n_tokens].tolist(), tokens)
+            stream = llm.create_completion(prompt, **sampling)
+        pieces: list[str] = []
+        finish = "stop"
+        for chunk in stream:
+            if cancelled():
+                finish = "cancelled"
+                stream.close()
+                break
+            choice = chunk["choices"][0]
+            text = choice.get("text") if messages is None else (choice.get("delta") or {}).get("content")
+            if text:
+                pieces.append(text)
+                on_text(text)
+            if choice.get("finish_reason"):
+                finish = choice["finish_reason"]
+        completion = len(pieces)
+        return GenerateResult(
+            text="".join(pieces), prompt_tokens=max(llm.n_tokens - completion, 0),
+            completion_tokens=completion, cached_tokens=cached, finish_reason=finish,
+        )
+
+    @classmethod
+    def supports_cuda(cls) -> bool:
+        return bool(llama_cpp.llama_supports_gpu_offload())
+
+    def unload(self) -> None:
+        if self.llm is not None:
+            self.llm.close()
+        self.llm = None
+
+    def footprint_hint(self) -> int:
+        return self.path.stat().st_size if self.path else 0

@@ -51,12 +51,15 @@ async def connect(url: str, name: str, timeout: float = 5.0) -> Client:
             timeout=timeout * 2,
         )
     except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
-        raise ServerError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
+        reason = str(exc) or ("timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__)
+        raise ServerError(f"cannot reach NATS at {url}: {reason}") from None
 
 
 @asynccontextmanager
-async def open_bus(config: Config, name: str = "voxbus", *, streams: bool = True) -> AsyncIterator[Bus]:
-    """Connect (starting the embedded server when needed) and make sure the streams exist."""
+async def open_bus(config: Config, name: str = "voxbus", *, streams: bool = True, embed: bool = True) -> AsyncIterator[Bus]:
+    """Connect (starting the embedded server when needed) and make sure the streams exist.
+
+    embed=False: a command that only talks to running services never starts a server of its own."""
     server = None
     url = config.nats.url
     if url is None:
@@ -64,6 +67,9 @@ async def open_bus(config: Config, name: str = "voxbus", *, streams: bool = True
         if emb.port and port_in_use(emb.host, emb.port):
             url = f"nats://{emb.host}:{emb.port}"
             log.info("using the nats-server already listening at %s", url)
+        elif not embed:
+            raise ServerError(f"no NATS server at nats://{emb.host}:{emb.port} and none given with --nats "
+                              f"(start one with `voxbus server`)")
         else:
             server = await NatsServer(emb).start()
             url = server.url

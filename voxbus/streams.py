@@ -31,7 +31,7 @@ def stream_configs(subjects: Subjects, streams: StreamsConfig) -> list[StreamCon
             max_bytes=int(limits.max_bytes),
             num_replicas=limits.replicas,
             discard=DiscardPolicy.OLD,
-            duplicate_window=DUPLICATE_WINDOW_S,
+            duplicate_window=min(DUPLICATE_WINDOW_S, float(limits.max_age)) if limits.max_age else DUPLICATE_WINDOW_S,
             allow_direct=True,
         ))
     return configs

@@ -1,0 +1,47 @@
+"""Test helpers shared by the model tests."""
+
+from __future__ import annotations
+
+import re
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import msgspec
+
+from voxbus.bus import Bus, open_bus
+from voxbus.config import Config, load_config
+from voxbus.config.loader import deep_merge
+from voxbus.manager import ModelManager
+
+
+def make_config(url: str, cache_dir: Path, **overrides: Any) -> Config:
+    """The default config on the test's server, caches under a temp dir, plus overrides."""
+    over = deep_merge({"nats": {"url": url}, "manager": {"cache_dir": str(cache_dir)}}, overrides)
+    return load_config(env={}, overrides=over)
+
+
+@asynccontextmanager
+async def running_manager(config: Config, manager_id: str = "test-manager") -> AsyncIterator[tuple[Bus, ModelManager]]:
+    async with open_bus(config, name=manager_id) as bus:
+        async with ModelManager(bus, manager_id=manager_id) as manager:
+            yield bus, manager
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate: word-level edit distance over reference length."""
+    ref, hyp = words(reference), words(hypothesis)
+    d = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, d[0] = d[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
+    return d[len(hyp)] / max(len(ref), 1)
+
+
+def to_builtins(obj: Any) -> Any:
+    return msgspec.to_builtins(obj)

@@ -24,23 +24,19 @@ from voxbus.config.loader import decode_config, default_config_text
 from voxbus.manager.replies import ACCEPTED, ERROR_CODE_HEADER, ERROR_HEADER, STATUS_HEADER, WORKING
 from voxbus.messages import admin, audio, codec, control, model, text
 from voxbus.messages.audio import SAMPLE_WIDTH, AudioFormat, AudioFrame
-from voxbus.messages.model import (
-    ChatMessage, ErrorReply, GenerateChunk, GenerateDone, GenerateRequest, GenerateTimings, SamplingOptions,
-    TranscribeReply, TranscribeRequest, Usage,
-)
+from voxbus.messages.model import (ChatMessage, ErrorReply, GenerateChunk, GenerateDone, GenerateRequest,
+                                   GenerateTimings, SamplingOptions, TranscribeReply, TranscribeRequest, Usage)
 from voxbus.messages.text import ModelRef, Segment, Timings
 from voxbus.streams import DUPLICATE_WINDOW_S, stream_configs
-from voxbus.subjects import (
-    _SESSION_ID_RE, ADMIN_EVENTS, CONTROL_EVENTS, MAX_SESSION_ID_LENGTH, MODEL_VERBS, STREAM_FAMILIES,
-    InvalidSessionId, Subjects, validate_session_id,
-)
+from voxbus.subjects import (_SESSION_ID_RE, ADMIN_EVENTS, CONTROL_EVENTS, MAX_SESSION_ID_LENGTH, MODEL_VERBS,
+                             STREAM_FAMILIES, InvalidSessionId, Subjects, validate_session_id)
 
 MODULES = (audio, text, control, admin, model)
 SID = "demo"
 S = Subjects("vox")
 CFG = decode_config(msgspec.yaml.decode(default_config_text()), "default config")
-UNIONS = {n: typing.get_args(getattr(m, n)) for m in MODULES for n in dir(m) if n.endswith("Event")
-          and typing.get_origin(getattr(m, n)) is typing.Union}
+UNIONS = {n: typing.get_args(getattr(m, n)) for m in MODULES for n in dir(m)
+          if n.endswith("Event") and typing.get_origin(getattr(m, n)) is typing.Union}
 # Payload and reply of each model endpoint; a verb missing here fails generation on purpose.
 ENDPOINTS = {
     ("stt", "transcribe"): ("raw PCM; `Vox-Meta`: TranscribeRequest", "TranscribeReply"),
@@ -52,28 +48,26 @@ ENDPOINTS = {
 }
 
 
+def _classes(mod) -> list[tuple[ast.ClassDef, type]]:
+    nodes = [n for n in ast.walk(ast.parse(inspect.getsource(mod))) if isinstance(n, ast.ClassDef)]
+    return [(n, getattr(mod, n.name)) for n in nodes if isinstance(getattr(mod, n.name, None), type)
+            and issubclass(getattr(mod, n.name), msgspec.Struct)]
+
+
 def structs() -> list[type]:
-    """Every public wire Struct, in source order, module by module."""
-    found = []
-    for mod in MODULES:
-        for node in ast.parse(inspect.getsource(mod)).body:
-            cls = getattr(mod, getattr(node, "name", ""), None)
-            if isinstance(node, ast.ClassDef) and not node.name.startswith("_") \
-                    and isinstance(cls, type) and issubclass(cls, msgspec.Struct):
-                found.append(cls)
-    return found
+    """Every public wire Struct of voxbus.messages, in source order, module by module."""
+    return [cls for mod in MODULES for node, cls in _classes(mod) if not node.name.startswith("_")]
 
 
 def field_docs() -> dict[tuple[type, str], str]:
     """Attribute docstrings: a string statement right after an annotated assignment in a class body."""
     docs = {}
     for mod in MODULES:
-        for node in ast.walk(ast.parse(inspect.getsource(mod))):
-            if isinstance(node, ast.ClassDef):
-                for a, b in zip(node.body, node.body[1:]):
-                    if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr) \
-                            and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str):
-                        docs[getattr(mod, node.name), a.target.id] = inspect.cleandoc(b.value.value)
+        for node, cls in _classes(mod):
+            for a, b in zip(node.body, node.body[1:]):
+                if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr) \
+                        and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str):
+                    docs[cls, a.target.id] = inspect.cleandoc(b.value.value)
     return docs
 
 
@@ -90,38 +84,31 @@ def links(phrase: str) -> str:
     return re.sub(r"\b[A-Z]\w+\b", lambda m: link(m[0]) if m[0] in names else m[0], phrase)
 
 
-def cell(s: str) -> str:
-    return " ".join(s.split()).replace("|", "\\|")
-
-
 def table(head: tuple[str, ...], rows) -> str:
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(cell(str(c)) for c in row) + " |" for row in rows]
-    return "\n".join(out)
+    cell = lambda s: " ".join(str(s).split()).replace("|", "\\|")  # noqa: E731
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                     + ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows])
 
 
 def type_name(t) -> str:
-    """A msgspec type as JSON readers know it: `int >= 0`, `string | null`, `array of Segment`."""
+    """A msgspec type as a JSON reader sees it: `int >= 0`, `string | null`, `array of Segment`."""
     if isinstance(t, mi.Metadata):
         return type_name(t.type)
     if isinstance(t, (mi.IntType, mi.FloatType, mi.StrType)):
-        base = {mi.IntType: "int", mi.FloatType: "number", mi.StrType: "string"}[type(t)]
         ops = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"), ("min_length", "length >="),
                ("max_length", "length <="))
-        bounds = [f"{op} {getattr(t, a)}" for a, op in ops if getattr(t, a, None) is not None]
-        return " ".join([base, ", ".join(bounds)]).strip()
-    if isinstance(t, mi.UnionType):
-        return " | ".join(type_name(x) for x in t.types)
-    if isinstance(t, mi.LiteralType):
-        return " | ".join(js(v) for v in t.values)
+        bounds = ", ".join(f"{op} {getattr(t, a)}" for a, op in ops if getattr(t, a, None) is not None)
+        return f"{ {mi.IntType: 'int', mi.FloatType: 'number', mi.StrType: 'string'}[type(t)]} {bounds}".strip()
+    if isinstance(t, (mi.UnionType, mi.LiteralType)):
+        return " | ".join(type_name(x) for x in t.types) if isinstance(t, mi.UnionType) else \
+            " | ".join(js(v) for v in t.values)
     if isinstance(t, mi.StructType):
         return link(t.cls.__name__)
     if isinstance(t, (mi.ListType, mi.VarTupleType)):
         return f"array of {type_name(t.item_type)}"
     if isinstance(t, mi.DictType):
         return f"object of {type_name(t.key_type)} to {type_name(t.value_type)}"
-    simple = {mi.NoneType: "null", mi.BoolType: "boolean", mi.AnyType: "any"}
-    return simple.get(type(t), type(t).__name__.removesuffix("Type").lower())
+    return {mi.NoneType: "null", mi.BoolType: "boolean", mi.AnyType: "any"}.get(type(t), type(t).__name__)
 
 
 def default_of(f: mi.Field) -> str:
@@ -135,41 +122,42 @@ def default_of(f: mi.Field) -> str:
 
 def struct_section(cls: type, docs: dict) -> str:
     info = mi.type_info(cls)
-    order = [n for base in reversed(cls.__mro__) for n in base.__dict__.get("__annotations__", {})]
-    fields = sorted(info.fields, key=lambda f: order.index(f.name))
-    out = [f"### {cls.__name__}", "", inspect.cleandoc(cls.__doc__ or "(no description)"), ""]
+    owner = {n: b for b in reversed(cls.__mro__) for n in b.__dict__.get("__annotations__", {})}
+    order = list(owner)  # base classes' fields first, each in source order
+    out = [f"### {cls.__name__}", ""] + ([inspect.cleandoc(cls.__doc__), ""] if cls.__doc__ else [])
     if info.tag_field:
-        union = next((n for n, members in UNIONS.items() if cls in members), None)
-        out += [f"Tagged: `\"{info.tag_field}\": {js(info.tag)}`" + (f", a member of `{union}`." if union else "."), ""]
+        union = next(n for n, members in UNIONS.items() if cls in members)
+        out += [f"Tagged: `\"{info.tag_field}\": {js(info.tag)}`, a member of `{union}`.", ""]
     rows = []
-    for f in fields:
-        base = next(b for b in cls.__mro__ if f.name in b.__dict__.get("__annotations__", {}))
+    for f in sorted(info.fields, key=lambda f: order.index(f.name)):
         meta = f.type.extra_json_schema.get("description", "") if isinstance(f.type, mi.Metadata) else ""
-        rows.append((f"`{f.encode_name}`", type_name(f.type), default_of(f),
-                     " ".join(d for d in (meta, docs.get((base, f.name), "")) if d)))
-    out.append(table(("Field", "JSON type", "Default", "Description"), rows) if rows else "No fields.")
-    return "\n".join(out)
+        doc = " ".join(d for d in (meta, docs.get((owner[f.name], f.name), "")) if d)
+        rows.append((f"`{f.encode_name}`", type_name(f.type), default_of(f), doc))
+    return "\n".join(out + [table(("Field", "JSON type", "Default", "Description"), rows)])
 
 
 def stream_of(subject: str) -> str:
     for family in STREAM_FAMILIES:
-        for pattern in S.stream_subjects(family):
-            p, s = pattern.split("."), subject.split(".")
-            if p[-1] == ">" and s[:len(p) - 1] == p[:-1] or all(a in ("*", b) for a, b in zip(p, s)) and len(p) == len(s):
+        for p in (pattern.split(".") for pattern in S.stream_subjects(family)):
+            s = subject.split(".")
+            if (p[-1] == ">" and s[:len(p) - 1] == p[:-1]) or (len(p) == len(s) and all(a in ("*", b) for a, b in zip(p, s))):
                 return f"`{S.stream(family)}`"
-    return "none (request-reply)"
+    raise ValueError(f"no stream captures {subject}")
+
+
+def size(n: float, units: tuple[tuple[str, int], ...]) -> str:
+    return next(f"{n / scale:g} {unit}" for unit, scale in units if n >= scale or scale == units[-1][1])
 
 
 def subjects_section() -> str:
-    tags = {m.__struct_config__.tag: m for members in UNIONS.values() for m in members}
-    rows = [
-        (S.audio_in(SID), "client (audio source)", "raw PCM", "`Vox-Meta`: AudioFrame"),
-        (S.audio_out(SID), "TTS service", "raw PCM", "`Vox-Meta`: SpeechChunk"),
-        (S.transcript(SID), "STT service", "Transcript", f"`Nats-Msg-Id: {SID}:<utterance>`"),
-        (S.reply(SID), "LLM service", "ReplyChunk", ""),
-        (S.say(SID), "any client, or the LLM service", "SayRequest", ""),
-    ] + [(S.control(SID, e), "client or any service", tags[e].__name__, "") for e in CONTROL_EVENTS] \
-      + [(S.admin(e), "ModelManager", tags[e].__name__, "") for e in ADMIN_EVENTS]
+    tags = {m.__struct_config__.tag: m.__name__ for members in UNIONS.values() for m in members}
+    rows = [(S.audio_in(SID), "client (audio source)", "raw PCM", "`Vox-Meta`: AudioFrame"),
+            (S.audio_out(SID), "TTS service", "raw PCM", "`Vox-Meta`: SpeechChunk"),
+            (S.transcript(SID), "STT service", "Transcript", f"`Nats-Msg-Id: {SID}:<utterance>`"),
+            (S.reply(SID), "LLM service", "ReplyChunk", ""),
+            (S.say(SID), "any client, or the LLM service", "SayRequest", "")]
+    rows += [(S.control(SID, e), "client or any service", tags[e], "") for e in CONTROL_EVENTS]
+    rows += [(S.admin(e), "ModelManager", tags[e], "") for e in ADMIN_EVENTS]
     main = table(("Subject", "Producer", "Stream", "Payload", "Headers"),
                  [(f"`{s}`", who, stream_of(s), links(body), links(h)) for s, who, body, h in rows])
     models = table(("Subject", "Request", "Reply (on the request's reply inbox)"),
@@ -177,116 +165,114 @@ def subjects_section() -> str:
                     for k, verbs in MODEL_VERBS.items() for v in verbs])
     streams = table(("Stream", "Subjects", "Retention", "Storage", "Max age", "Max bytes", "Discard"), [
         (f"`{c.name}`", ", ".join(f"`{s}`" for s in c.subjects), c.retention.value, c.storage.value,
-         f"{c.max_age / 3600:g} h", f"{c.max_bytes / 2**20:g} MiB", c.discard.value)
-        for c in stream_configs(S, CFG.streams)])
+         size(c.max_age, (("d", 86400), ("h", 3600), ("s", 1))), size(c.max_bytes, (("GiB", 2**30), ("MiB", 2**20))),
+         c.discard.value) for c in stream_configs(S, CFG.streams)])
     wild = ", ".join(f"`{w}`" for w in (S.all_audio_in(), S.all_transcripts(), S.all_control(), S.all_admin()))
     return f"""## Subjects
 
-Examples use the default prefix `{S.prefix}` and the session id `{SID}`. A deployment may set another
-prefix (`nats.prefix`); stream names follow it in upper case.
+Examples use the default prefix `{S.prefix}` and the session id `{SID}`. A deployment may set another prefix
+(`nats.prefix`); stream names follow it in upper case.
 
 {main}
 
-Consumers subscribe with wildcards such as {wild}. Durable consumer names are
-`<prefix>-<service>` (for example `{S.consumer("stt")}`), shared by a service's replicas.
+Consumers subscribe with wildcards such as {wild}. Durable consumer names are `<prefix>-<service>`
+(for example `{S.consumer("stt")}`), shared by a service's replicas.
 
 ### Model endpoints
 
-The ModelManager is a NATS micro service named `{S.service_name()}` (discoverable through
-`$SRV.PING`), in queue group `{S.queue_group("manager")}`, so one of several managers answers each request.
-These subjects are plain request-reply and are not stored in any stream.
+The ModelManager is a NATS micro service named `{S.service_name()}` (discoverable through `$SRV.PING`) in queue
+group `{S.queue_group("manager")}`, so one of several managers answers each request. These subjects are plain
+request-reply and are not stored in any stream.
 
 {models}
 
 ### Streams
 
-Default limits from the packaged configuration (`streams.*` in voxbus.yaml). The duplicate window is
-{DUPLICATE_WINDOW_S:g} s.
+Defaults from the packaged configuration (`streams.*` in voxbus.yaml). Duplicate window: {DUPLICATE_WINDOW_S:g} s.
 
 {streams}"""
 
 
-def errors_section() -> str:
+def errors_table() -> str:
     tree = {m[1]: m[2] for m in re.finditer(r"[─└├]\s+(\w+)\s+(?:\d{3}\s+)?(.+)", errors.__doc__ or "")}
-    rows = [(f"`{code}`", cls.status, "yes" if cls.transient else "no",
-             (cls.__dict__.get("__doc__") or tree.get(cls.__name__, "")).strip())
-            for code, cls in errors.ERROR_CLASSES.items()]
-    return table(("Code", "Status", "Transient", "Meaning"), rows)
+    return table(("Code", "Status", "Transient", "Meaning"), [
+        (f"`{code}`", cls.status, "yes" if cls.transient else "no",
+         (cls.__dict__.get("__doc__") or tree.get(cls.__name__, "")).strip())
+        for code, cls in errors.ERROR_CLASSES.items()])
 
 
-def examples() -> tuple[str, str, str]:
+def examples() -> str:
     def ref(kind: str) -> ModelRef:
         mid = CFG.manager.defaults[kind]
-        spec = CFG.models[mid]
-        return ModelRef(id=mid, version=spec.version, fingerprint="0123456789abcdef", backend=spec.backend)
-    t_req = codec.meta_headers(TranscribeRequest(format=AudioFormat(), language="en", session=SID))
-    t_rep = js(TranscribeReply(model=ref("stt"), text="Hello there.", language="en", duration=1.5,
-                               segments=[Segment(start=0.0, end=1.3, text="Hello there.")],
-                               timings=Timings(queue_ms=0.4, inference_ms=180.0, total_ms=182.5)))
-    g_req = js(GenerateRequest(messages=[ChatMessage(role="user", content="Say hello.")], conversation=SID,
-                               options=SamplingOptions(max_tokens=32, temperature=0.0)))
-    g_seq = [js(GenerateChunk(index=0, text="Hello")), js(GenerateChunk(index=1, text="!")),
-             js(GenerateDone(model=ref("llm"), text="Hello!", finish_reason="stop",
-                             usage=Usage(prompt_tokens=12, completion_tokens=2),
-                             timings=GenerateTimings(queue_ms=0.3, ttft_ms=41.0, total_ms=55.2, tokens_per_s=140.0)))]
-    err = js(ErrorReply(code="unknown_model", message="no model 'gpt-9'; known: " + ", ".join(CFG.models)))
+        return ModelRef(id=mid, version=CFG.models[mid].version, fingerprint="0123456789abcdef",
+                        backend=CFG.models[mid].backend)
     fmt = AudioFormat()
-    transcribe = f"""### Transcribe request
+    t_req = codec.meta_headers(TranscribeRequest(format=fmt, language="en", session=SID))[codec.META_HEADER]
+    t_rep = TranscribeReply(model=ref("stt"), text="Hello there.", segments=[Segment(start=0.0, end=1.3, text="Hello there.")],
+                            language="en", duration=1.5, timings=Timings(queue_ms=0.4, inference_ms=180.0, total_ms=182.5))
+    g_req = GenerateRequest(messages=[ChatMessage(role="user", content="Say hello.")], conversation=SID,
+                            options=SamplingOptions(max_tokens=32, temperature=0.0))
+    g_seq = [GenerateChunk(index=0, text="Hello"), GenerateChunk(index=1, text="!"),
+             GenerateDone(model=ref("llm"), text="Hello!", finish_reason="stop", usage=Usage(prompt_tokens=12, completion_tokens=2),
+                          timings=GenerateTimings(queue_ms=0.3, ttft_ms=41.0, total_ms=55.2, tokens_per_s=140.0))]
+    steps = [f"headers `{STATUS_HEADER}: {ACCEPTED}`, empty body",
+             f"headers `{STATUS_HEADER}: {WORKING}`, empty body (repeated while the request runs)"]
+    steps = "\n".join(f"{i}. {s}" for i, s in enumerate(steps + [f"`{js(m)}`" for m in g_seq], 1))
+    err = ErrorReply(code="unknown_model", message="no model 'gpt-9'; known: " + ", ".join(CFG.models))
+    return f"""## Worked examples
 
-Publish to `{S.model("stt", "transcribe")}` with a reply subject (an inbox such as `_INBOX.k3j2`):
+### Transcribe request
 
-- header `{codec.META_HEADER}: {t_req[codec.META_HEADER]}`
+Publish to `{S.model("stt", "transcribe")}` with a reply subject (an inbox such as `_INBOX.k3j2`) and:
+
+- header `{codec.META_HEADER}: {t_req}`
 - payload: the utterance as raw PCM in that format; 1.5 s of {fmt.rate} Hz mono s16le is
   {int(1.5 * fmt.rate) * fmt.frame_bytes} bytes.
 
-The inbox then receives `{STATUS_HEADER}: {ACCEPTED}`, zero or more `{STATUS_HEADER}: {WORKING}`, and one
-message whose JSON body is a TranscribeReply:
+The inbox receives `{STATUS_HEADER}: {ACCEPTED}`, zero or more `{STATUS_HEADER}: {WORKING}`, then one message
+whose JSON body is a TranscribeReply:
 
 ```json
-{t_rep}
-```"""
-    lines = [f"1. headers `{STATUS_HEADER}: {ACCEPTED}`, empty body",
-             f"2. headers `{STATUS_HEADER}: {WORKING}`, empty body (repeated while the request runs)"]
-    lines += [f"{i}. `{body}`" for i, body in enumerate(g_seq, 3)]
-    generate = f"""### Generate exchange
+{js(t_rep)}
+```
+
+### Generate exchange
 
 Publish to `{S.model("llm", "generate")}` with a reply subject and this JSON body (no headers needed):
 
 ```json
-{g_req}
+{js(g_req)}
 ```
 
 Messages on the reply inbox, in order:
 
-""" + "\n".join(lines) + f"""
+{steps}
 
-Concatenating the chunk texts gives the done message's `text`. Had the model id been unknown, the inbox
-would instead get (after `{ACCEPTED}`) one message with headers `{ERROR_CODE_HEADER}: 404` and
-`{ERROR_HEADER}: <message>` and this body:
+The chunk texts concatenated equal the done message's `text`. Had the model id been unknown, the inbox would
+instead get (after `{ACCEPTED}`) one message with headers `{ERROR_CODE_HEADER}: 404` and
+`{ERROR_HEADER}: <message>`, and this body:
 
 ```json
-{err}
+{js(err)}
 ```"""
-    return transcribe, generate, fmt.__doc__ or ""
 
 
 def render() -> str:
-    docs = field_docs()
     c = CFG.client
-    transcribe, generate, pcm_doc = examples()
     samples = table(("`sample`", "Type", "Bytes per sample"), [
         (f"`{name}`", f"{'signed integer' if name[0] == 's' else 'IEEE float'}, {name[1:-2]}-bit little-endian"
-         + (", range -1.0 to 1.0" if name[0] == "f" else ""), width) for name, width in SAMPLE_WIDTH.items()])
+         + (", nominal range -1.0 to 1.0" if name[0] == "f" else ""), width) for name, width in SAMPLE_WIDTH.items()])
     frame = AudioFrame(format=AudioFormat(), seq=0, ts=1700000000.25)
     bad = []
     for sid in ("a.b", "all>", "two words"):
         try:
             validate_session_id(sid)
         except InvalidSessionId as exc:
-            bad.append(f"- `{sid}`: {exc}")
-    unions = "\n".join(f"- `{n}`: " + ", ".join(f"`{m.__struct_config__.tag}` = {link(m.__name__)}" for m in ms)
+            bad.append(f"  - `{sid}`: {exc}")
+    unions = "\n".join(f"  - `{n}`: " + ", ".join(f"`{m.__struct_config__.tag}` = {link(m.__name__)}" for m in ms)
                        for n, ms in sorted(UNIONS.items()))
-    sections = "\n\n".join(struct_section(cls, docs) for cls in structs())
+    docs = field_docs()
+    nl = "\n"
     return f"""# voxbus wire protocol
 
 Generated by `python -m voxbus.protocol_doc docs/protocol.md` from the code that defines the protocol;
@@ -301,62 +287,58 @@ The manager answers on that inbox:
 
 1. at once, an empty message with header `{STATUS_HEADER}: {ACCEPTED}`;
 2. every {c.heartbeat:g} s while it works (a cold model load can take minutes), an empty message with
-   `{STATUS_HEADER}: {WORKING}`;
+   header `{STATUS_HEADER}: {WORKING}`;
 3. the answer: one reply message, or for generate a stream of `chunk` messages ending in one `done`.
 
-Messages carrying `{STATUS_HEADER}` are never part of the answer. Binary payloads (transcribe requests,
+Messages with a `{STATUS_HEADER}` header are never part of the answer. Binary payloads (transcribe requests,
 synthesize replies) carry raw PCM as the body and their Struct, JSON-encoded, in the `{codec.META_HEADER}` header.
-Requests larger than `manager.max_request_bytes` ({CFG.manager.max_request_bytes} bytes by default) are refused
-with `payload_too_large`; a body that does not decode is refused with `bad_request`.
+Requests over `manager.max_request_bytes` ({CFG.manager.max_request_bytes} bytes by default) are refused with
+`payload_too_large`; a request that does not decode is refused with `bad_request`.
 
-Errors arrive as one message with headers `{ERROR_CODE_HEADER}` (the numeric status below) and
-`{ERROR_HEADER}` (the message, one line) and a JSON {link("ErrorReply")} body. A NATS no-responders status
+An error is one message with headers `{ERROR_CODE_HEADER}` (the numeric status below) and `{ERROR_HEADER}`
+(the message, on one line), and a JSON {link("ErrorReply")} body. A NATS no-responders status
 (`Status: {NO_RESPONDERS}`) means no manager is running. Treat unknown codes as generic errors.
 
-Client rules used by voxbus (defaults from `client.*`): no `{ACCEPTED}` within {c.accept_timeout:g} s means no
-manager took the request, so retry it (up to {c.retries} times, backoff from {c.backoff:g} s); no message for
-{c.liveness_timeout:g} s after acceptance means the manager died, so retry only if nothing of the answer arrived;
-past the overall deadline ({c.deadline:g} s) while heartbeats continue, fail with `timeout` without retrying;
-retry an error reply only when its `transient` is true.
+How voxbus clients behave (defaults from `client.*`): no `{ACCEPTED}` within {c.accept_timeout:g} s means no
+manager took the request, so it is retried (up to {c.retries} times, backoff from {c.backoff:g} s); no message
+for {c.liveness_timeout:g} s after acceptance means the manager died, so the request is retried only if no part of
+the answer arrived; past the overall deadline ({c.deadline:g} s) while heartbeats continue, it fails with
+`timeout` and is not retried; an error reply is retried only when its `transient` is true.
 
-{errors_section()}
+{errors_table()}
 
 ## Audio
 
-{pcm_doc} A payload's length is a multiple of `channels` times the sample width;
-its duration is `bytes / (width * channels * rate)`.
+{AudioFormat.__doc__} A payload's length is a multiple of `channels` times the sample width; its duration is
+`bytes / (width * channels * rate)`.
 
 {samples}
 
-An audio frame on `{S.audio_in(SID)}` carries its AudioFrame in the header, for example
-`{codec.META_HEADER}: {codec.meta_headers(frame)[codec.META_HEADER]}`, and a body of raw PCM
-(20 ms at these settings is {int(0.02 * frame.format.rate) * frame.format.frame_bytes} bytes).
-Each frame describes itself, so any single frame of a replay decodes on its own.
+An audio frame on `{S.audio_in(SID)}` carries its AudioFrame in a header, for example
+`{codec.META_HEADER}: {js(frame)}`, and raw PCM as the body (20 ms at these settings is
+{int(0.02 * frame.format.rate) * frame.format.frame_bytes} bytes). Each frame describes itself, so any single
+frame of a replay decodes on its own.
 
 ## Conventions
 
-- Session ids: 1 to {MAX_SESSION_ID_LENGTH} characters matching `{_SESSION_ID_RE.pattern}`. The id is a
-  subject token, so anything that changes routing is refused, for example:
-{chr(10).join("  " + b for b in bad)}
-- Bodies and `{codec.META_HEADER}` values are UTF-8 JSON objects with the fields below; optional fields may be
-  omitted (they take their default) and `null` stands for "none".
+- Session ids: 1 to {MAX_SESSION_ID_LENGTH} characters matching `{_SESSION_ID_RE.pattern}`. The id is a subject
+  token, so anything that would change routing is refused, for example:
+{nl.join(bad)}
+- Bodies and `{codec.META_HEADER}` values are UTF-8 JSON objects with the fields listed under Messages;
+  optional fields may be omitted (they take their default) and `null` means "none".
 - {" ".join(inspect.cleandoc(voxbus.messages.__doc__ or "").splitlines()[2:])}
-- Transcripts are published to JetStream with `Nats-Msg-Id: <sid>:<utterance>` (for example `{SID}:3`),
-  so a retried publish within {DUPLICATE_WINDOW_S:g} s is stored once.
-- Session, text, control and admin subjects are captured by JetStream streams with limits retention:
-  history stays replayable until it is older or larger than the stream's limits.
+- Transcripts are published with `Nats-Msg-Id: <sid>:<utterance>` (for example `{SID}:3`), so JetStream stores a
+  retried publish within {DUPLICATE_WINDOW_S:g} s only once.
+- Session, control and admin subjects are captured by JetStream streams with limits retention: history stays
+  replayable until it is older or larger than the stream's limits.
 - Tagged unions are told apart by their `type` field:
-{chr(10).join("  " + u for u in unions.splitlines())}
+{unions}
 
-## Worked examples
-
-{transcribe}
-
-{generate}
+{examples()}
 
 ## Messages
 
-{sections}
+{(nl + nl).join(struct_section(cls, docs) for cls in structs())}
 """
 
 

@@ -6,16 +6,24 @@ from __future__ import annotations
 import os
 from typing import AsyncIterator
 
-import msgspec
 import nats
 import pytest
 
-from voxbus.config import Config, EmbeddedServerConfig, load_config
+from tests.helpers import embedded_config
 from voxbus.server import NatsServer
 
 
-def embedded_config() -> EmbeddedServerConfig:
-    return EmbeddedServerConfig(port=0, monitor_port=0)
+@pytest.fixture(autouse=True)
+def hermetic_config(tmp_path_factory, monkeypatch):
+    """No user voxbus.yaml or VOXBUS_* variable of the machine running the tests leaks in."""
+    home = tmp_path_factory.mktemp("xdg")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    for name in list(os.environ):
+        if name.startswith("VOXBUS"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(home)
 
 
 @pytest.fixture
@@ -35,13 +43,3 @@ async def nc(nats_server: NatsServer) -> AsyncIterator[nats.aio.client.Client]:
         yield client
     finally:
         await client.close()
-
-
-@pytest.fixture
-def config(nats_server: NatsServer, tmp_path) -> Config:
-    """The default config pointed at the test's server, with caches under tmp_path."""
-    base = load_config(env={})
-    return msgspec.structs.replace(
-        base,
-        nats=msgspec.structs.replace(base.nats, url=nats_server.url),
-    )

@@ -10,9 +10,14 @@ from typing import Any, AsyncIterator
 import msgspec
 
 from voxbus.bus import Bus, open_bus
-from voxbus.config import Config, load_config
+from voxbus.config import Config, EmbeddedServerConfig, load_config
 from voxbus.config.loader import deep_merge
 from voxbus.manager import ModelManager
+
+
+def embedded_config() -> EmbeddedServerConfig:
+    """A test server: random client and monitoring ports."""
+    return EmbeddedServerConfig(port=0, monitor_port=0)
 
 
 def make_config(url: str, cache_dir: Path, **overrides: Any) -> Config:

@@ -13,8 +13,7 @@ from voxbus.errors import (
 )
 from voxbus.messages import AudioFormat, GenerateChunk, GenerateDone, ModelEvent, decode
 from voxbus.server import NatsServer
-from tests.conftest import embedded_config
-from tests.helpers import make_config, running_manager, wer
+from tests.helpers import embedded_config, make_config, running_manager, wer
 
 pytestmark = [pytest.mark.models, pytest.mark.asyncio(loop_scope="module")]
 

@@ -18,23 +18,18 @@ import msgspec
 import msgspec.inspect as mi
 
 import voxbus.messages
-from voxbus import errors
+from voxbus import errors, subjects as sj
 from voxbus.client.calls import NO_RESPONDERS
 from voxbus.config.loader import decode_config, default_config_text
 from voxbus.manager.replies import ACCEPTED, ERROR_CODE_HEADER, ERROR_HEADER, STATUS_HEADER, WORKING
-from voxbus.messages import admin, audio, codec, control, model, text
-from voxbus.messages.audio import SAMPLE_WIDTH, AudioFormat, AudioFrame
-from voxbus.messages.model import (ChatMessage, ErrorReply, GenerateChunk, GenerateDone, GenerateRequest,
-                                   GenerateTimings, SamplingOptions, TranscribeReply, TranscribeRequest, Usage)
-from voxbus.messages.text import ModelRef, Segment, Timings
+from voxbus.messages import admin, audio, codec, control, model as mm, text
 from voxbus.streams import DUPLICATE_WINDOW_S, stream_configs
-from voxbus.subjects import (_SESSION_ID_RE, ADMIN_EVENTS, CONTROL_EVENTS, MAX_SESSION_ID_LENGTH, MODEL_VERBS,
-                             STREAM_FAMILIES, InvalidSessionId, Subjects, validate_session_id)
 
-MODULES = (audio, text, control, admin, model)
+MODULES = (audio, text, control, admin, mm)
 SID = "demo"
-S = Subjects("vox")
+S = sj.Subjects("vox")
 CFG = decode_config(msgspec.yaml.decode(default_config_text()), "default config")
+META, STATUS = codec.META_HEADER, STATUS_HEADER
 UNIONS = {n: typing.get_args(getattr(m, n)) for m in MODULES for n in dir(m)
           if n.endswith("Event") and typing.get_origin(getattr(m, n)) is typing.Union}
 # Payload and reply of each model endpoint; a verb missing here fails generation on purpose.
@@ -48,27 +43,21 @@ ENDPOINTS = {
 }
 
 
-def _classes(mod) -> list[tuple[ast.ClassDef, type]]:
-    nodes = [n for n in ast.walk(ast.parse(inspect.getsource(mod))) if isinstance(n, ast.ClassDef)]
-    return [(n, getattr(mod, n.name)) for n in nodes if isinstance(getattr(mod, n.name, None), type)
-            and issubclass(getattr(mod, n.name), msgspec.Struct)]
-
-
-def structs() -> list[type]:
-    """Every public wire Struct of voxbus.messages, in source order, module by module."""
-    return [cls for mod in MODULES for node, cls in _classes(mod) if not node.name.startswith("_")]
-
-
-def field_docs() -> dict[tuple[type, str], str]:
-    """Attribute docstrings: a string statement right after an annotated assignment in a class body."""
-    docs = {}
+def scan() -> tuple[list[type], dict[tuple[type, str], str]]:
+    """The public wire Structs in source order, and the attribute docstrings of every Struct (a string
+    statement right after an annotated assignment in a class body documents that field)."""
+    found, docs = [], {}
     for mod in MODULES:
-        for node, cls in _classes(mod):
+        for node in ast.walk(ast.parse(inspect.getsource(mod))):
+            cls = getattr(mod, getattr(node, "name", ""), None)
+            if not (isinstance(node, ast.ClassDef) and isinstance(cls, type) and issubclass(cls, msgspec.Struct)):
+                continue
+            found += [] if node.name.startswith("_") else [cls]
             for a, b in zip(node.body, node.body[1:]):
                 if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr) \
                         and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str):
                     docs[cls, a.target.id] = inspect.cleandoc(b.value.value)
-    return docs
+    return found, docs
 
 
 def js(obj) -> str:
@@ -80,7 +69,7 @@ def link(name: str) -> str:
 
 
 def links(phrase: str) -> str:
-    names = {c.__name__ for c in structs()}
+    names = {c.__name__ for c in scan()[0]}
     return re.sub(r"\b[A-Z]\w+\b", lambda m: link(m[0]) if m[0] in names else m[0], phrase)
 
 
@@ -99,9 +88,10 @@ def type_name(t) -> str:
                ("max_length", "length <="))
         bounds = ", ".join(f"{op} {getattr(t, a)}" for a, op in ops if getattr(t, a, None) is not None)
         return f"{ {mi.IntType: 'int', mi.FloatType: 'number', mi.StrType: 'string'}[type(t)]} {bounds}".strip()
-    if isinstance(t, (mi.UnionType, mi.LiteralType)):
-        return " | ".join(type_name(x) for x in t.types) if isinstance(t, mi.UnionType) else \
-            " | ".join(js(v) for v in t.values)
+    if isinstance(t, mi.UnionType):
+        return " | ".join(type_name(x) for x in t.types)
+    if isinstance(t, mi.LiteralType):
+        return " | ".join(js(v) for v in t.values)
     if isinstance(t, mi.StructType):
         return link(t.cls.__name__)
     if isinstance(t, (mi.ListType, mi.VarTupleType)):
@@ -137,9 +127,9 @@ def struct_section(cls: type, docs: dict) -> str:
 
 
 def stream_of(subject: str) -> str:
-    for family in STREAM_FAMILIES:
+    s = subject.split(".")
+    for family in sj.STREAM_FAMILIES:
         for p in (pattern.split(".") for pattern in S.stream_subjects(family)):
-            s = subject.split(".")
             if (p[-1] == ">" and s[:len(p) - 1] == p[:-1]) or (len(p) == len(s) and all(a in ("*", b) for a, b in zip(p, s))):
                 return f"`{S.stream(family)}`"
     raise ValueError(f"no stream captures {subject}")
@@ -156,13 +146,13 @@ def subjects_section() -> str:
             (S.transcript(SID), "STT service", "Transcript", f"`Nats-Msg-Id: {SID}:<utterance>`"),
             (S.reply(SID), "LLM service", "ReplyChunk", ""),
             (S.say(SID), "any client, or the LLM service", "SayRequest", "")]
-    rows += [(S.control(SID, e), "client or any service", tags[e], "") for e in CONTROL_EVENTS]
-    rows += [(S.admin(e), "ModelManager", tags[e], "") for e in ADMIN_EVENTS]
+    rows += [(S.control(SID, e), "client or any service", tags[e], "") for e in sj.CONTROL_EVENTS]
+    rows += [(S.admin(e), "ModelManager", tags[e], "") for e in sj.ADMIN_EVENTS]
     main = table(("Subject", "Producer", "Stream", "Payload", "Headers"),
                  [(f"`{s}`", who, stream_of(s), links(body), links(h)) for s, who, body, h in rows])
     models = table(("Subject", "Request", "Reply (on the request's reply inbox)"),
                    [(f"`{S.model(k, v)}`", links(ENDPOINTS[k, v][0]), links(ENDPOINTS[k, v][1]))
-                    for k, verbs in MODEL_VERBS.items() for v in verbs])
+                    for k, verbs in sj.MODEL_VERBS.items() for v in verbs])
     streams = table(("Stream", "Subjects", "Retention", "Storage", "Max age", "Max bytes", "Discard"), [
         (f"`{c.name}`", ", ".join(f"`{s}`" for s in c.subjects), c.retention.value, c.storage.value,
          size(c.max_age, (("d", 86400), ("h", 3600), ("s", 1))), size(c.max_bytes, (("GiB", 2**30), ("MiB", 2**20))),
@@ -170,19 +160,15 @@ def subjects_section() -> str:
     wild = ", ".join(f"`{w}`" for w in (S.all_audio_in(), S.all_transcripts(), S.all_control(), S.all_admin()))
     return f"""## Subjects
 
-Examples use the default prefix `{S.prefix}` and the session id `{SID}`. A deployment may set another prefix
-(`nats.prefix`); stream names follow it in upper case.
+Examples use the default prefix `{S.prefix}` and the session id `{SID}`. A deployment may set another prefix (`nats.prefix`); stream names follow it in upper case.
 
 {main}
 
-Consumers subscribe with wildcards such as {wild}. Durable consumer names are `<prefix>-<service>`
-(for example `{S.consumer("stt")}`), shared by a service's replicas.
+Consumers subscribe with wildcards such as {wild}. Durable consumer names are `<prefix>-<service>` (for example `{S.consumer("stt")}`), shared by a service's replicas.
 
 ### Model endpoints
 
-The ModelManager is a NATS micro service named `{S.service_name()}` (discoverable through `$SRV.PING`) in queue
-group `{S.queue_group("manager")}`, so one of several managers answers each request. These subjects are plain
-request-reply and are not stored in any stream.
+The ModelManager is a NATS micro service named `{S.service_name()}` (discoverable through `$SRV.PING`) in queue group `{S.queue_group("manager")}`, so one of several managers answers each request. These subjects are plain request-reply and are not stored in any stream.
 
 {models}
 
@@ -193,44 +179,95 @@ Defaults from the packaged configuration (`streams.*` in voxbus.yaml). Duplicate
 {streams}"""
 
 
-def errors_table() -> str:
+def protocol_section() -> str:
+    c = CFG.client
     tree = {m[1]: m[2] for m in re.finditer(r"[─└├]\s+(\w+)\s+(?:\d{3}\s+)?(.+)", errors.__doc__ or "")}
-    return table(("Code", "Status", "Transient", "Meaning"), [
+    codes = table(("Code", "Status", "Transient", "Meaning"), [
         (f"`{code}`", cls.status, "yes" if cls.transient else "no",
          (cls.__dict__.get("__doc__") or tree.get(cls.__name__, "")).strip())
         for code, cls in errors.ERROR_CLASSES.items()])
+    return f"""## Request-reply protocol
+
+A client publishes a request to a model endpoint with a reply subject (its inbox) and listens there. The manager answers on that inbox:
+
+1. at once, an empty message with header `{STATUS}: {ACCEPTED}`;
+2. every {c.heartbeat:g} s while it works (a cold model load can take minutes), an empty message with header `{STATUS}: {WORKING}`;
+3. the answer: one reply message, or for generate a stream of `chunk` messages ending in one `done`.
+
+Messages with a `{STATUS}` header are never part of the answer. Binary payloads (transcribe requests, synthesize replies) carry raw PCM as the body and their Struct, JSON-encoded, in the `{META}` header. Requests over `manager.max_request_bytes` ({CFG.manager.max_request_bytes} bytes by default) are refused with `payload_too_large`; a request that does not decode is refused with `bad_request`.
+
+An error is one message with headers `{ERROR_CODE_HEADER}` (the numeric status below) and `{ERROR_HEADER}` (the message, on one line), and a JSON {link("ErrorReply")} body. A NATS no-responders status (`Status: {NO_RESPONDERS}`) means no manager is running. Treat unknown codes as generic errors.
+
+How voxbus clients behave (defaults from `client.*`): no `{ACCEPTED}` within {c.accept_timeout:g} s means no manager took the request, so it is retried (up to {c.retries} times, backoff from {c.backoff:g} s); no message for {c.liveness_timeout:g} s after acceptance means the manager died, so the request is retried only if no part of the answer arrived; past the overall deadline ({c.deadline:g} s) while heartbeats continue, it fails with `timeout` and is not retried; an error reply is retried only when its `transient` is true.
+
+{codes}"""
+
+
+def audio_and_conventions() -> str:
+    samples = table(("`sample`", "Type", "Bytes per sample"), [
+        (f"`{name}`", f"{'signed integer' if name[0] == 's' else 'IEEE float'}, {name[1:-2]}-bit little-endian"
+         + (", nominal range -1.0 to 1.0" if name[0] == "f" else ""), width) for name, width in audio.SAMPLE_WIDTH.items()])
+    frame = audio.AudioFrame(format=audio.AudioFormat(), seq=0, ts=1700000000.25)
+    bad = []
+    for sid in ("a.b", "all>", "two words"):
+        try:
+            sj.validate_session_id(sid)
+        except sj.InvalidSessionId as exc:
+            bad.append(f"  - `{sid}`: {exc}")
+    unions = "\n".join(f"  - `{n}`: " + ", ".join(f"`{m.__struct_config__.tag}` = {link(m.__name__)}" for m in ms)
+                       for n, ms in sorted(UNIONS.items()))
+    evolution = " ".join(inspect.cleandoc(voxbus.messages.__doc__ or "").splitlines()[2:])
+    nl = "\n"
+    return f"""## Audio
+
+{audio.AudioFormat.__doc__} A payload's length is a multiple of `channels` times the sample width; its duration is `bytes / (width * channels * rate)`.
+
+{samples}
+
+An audio frame on `{S.audio_in(SID)}` carries its AudioFrame in a header, for example `{META}: {codec.meta_headers(frame)[META]}`, and raw PCM as the body (20 ms at these settings is {int(0.02 * frame.format.rate) * frame.format.frame_bytes} bytes). Each frame describes itself, so any single frame of a replay decodes on its own.
+
+## Conventions
+
+- Session ids: 1 to {sj.MAX_SESSION_ID_LENGTH} characters matching `{sj._SESSION_ID_RE.pattern}`. The id is a subject token, so anything that would change routing is refused, for example:
+{nl.join(bad)}
+- Bodies and `{META}` values are UTF-8 JSON objects with the fields listed under Messages; optional fields may be omitted (they take their default) and `null` means "none".
+- {evolution}
+- Transcripts are published with `Nats-Msg-Id: <sid>:<utterance>` (for example `{SID}:3`), so JetStream stores a retried publish within {DUPLICATE_WINDOW_S:g} s only once.
+- Session, control and admin subjects are captured by JetStream streams with limits retention: history stays replayable until it is older or larger than the stream's limits.
+- Tagged unions are told apart by their `type` field:
+{unions}"""
 
 
 def examples() -> str:
-    def ref(kind: str) -> ModelRef:
+    def ref(kind: str) -> text.ModelRef:
         mid = CFG.manager.defaults[kind]
-        return ModelRef(id=mid, version=CFG.models[mid].version, fingerprint="0123456789abcdef",
-                        backend=CFG.models[mid].backend)
-    fmt = AudioFormat()
-    t_req = codec.meta_headers(TranscribeRequest(format=fmt, language="en", session=SID))[codec.META_HEADER]
-    t_rep = TranscribeReply(model=ref("stt"), text="Hello there.", segments=[Segment(start=0.0, end=1.3, text="Hello there.")],
-                            language="en", duration=1.5, timings=Timings(queue_ms=0.4, inference_ms=180.0, total_ms=182.5))
-    g_req = GenerateRequest(messages=[ChatMessage(role="user", content="Say hello.")], conversation=SID,
-                            options=SamplingOptions(max_tokens=32, temperature=0.0))
-    g_seq = [GenerateChunk(index=0, text="Hello"), GenerateChunk(index=1, text="!"),
-             GenerateDone(model=ref("llm"), text="Hello!", finish_reason="stop", usage=Usage(prompt_tokens=12, completion_tokens=2),
-                          timings=GenerateTimings(queue_ms=0.3, ttft_ms=41.0, total_ms=55.2, tokens_per_s=140.0))]
-    steps = [f"headers `{STATUS_HEADER}: {ACCEPTED}`, empty body",
-             f"headers `{STATUS_HEADER}: {WORKING}`, empty body (repeated while the request runs)"]
+        return text.ModelRef(id=mid, version=CFG.models[mid].version, fingerprint="0123456789abcdef",
+                             backend=CFG.models[mid].backend)
+    fmt = audio.AudioFormat()
+    t_req = codec.meta_headers(mm.TranscribeRequest(format=fmt, language="en", session=SID))[META]
+    t_rep = mm.TranscribeReply(model=ref("stt"), text="Hello there.", language="en", duration=1.5,
+                               segments=[text.Segment(start=0.0, end=1.3, text="Hello there.")],
+                               timings=text.Timings(queue_ms=0.4, inference_ms=180.0, total_ms=182.5))
+    g_req = mm.GenerateRequest(messages=[mm.ChatMessage(role="user", content="Say hello.")], conversation=SID,
+                               options=mm.SamplingOptions(max_tokens=32, temperature=0.0))
+    g_seq = [mm.GenerateChunk(index=0, text="Hello"), mm.GenerateChunk(index=1, text="!"),
+             mm.GenerateDone(model=ref("llm"), text="Hello!", finish_reason="stop",
+                             usage=mm.Usage(prompt_tokens=12, completion_tokens=2),
+                             timings=mm.GenerateTimings(queue_ms=0.3, ttft_ms=41.0, total_ms=55.2, tokens_per_s=140.0))]
+    steps = [f"headers `{STATUS}: {ACCEPTED}`, empty body",
+             f"headers `{STATUS}: {WORKING}`, empty body (repeated while the request runs)"]
     steps = "\n".join(f"{i}. {s}" for i, s in enumerate(steps + [f"`{js(m)}`" for m in g_seq], 1))
-    err = ErrorReply(code="unknown_model", message="no model 'gpt-9'; known: " + ", ".join(CFG.models))
+    err = mm.ErrorReply(code="unknown_model", message="no model 'gpt-9'; known: " + ", ".join(CFG.models))
     return f"""## Worked examples
 
 ### Transcribe request
 
 Publish to `{S.model("stt", "transcribe")}` with a reply subject (an inbox such as `_INBOX.k3j2`) and:
 
-- header `{codec.META_HEADER}: {t_req}`
-- payload: the utterance as raw PCM in that format; 1.5 s of {fmt.rate} Hz mono s16le is
-  {int(1.5 * fmt.rate) * fmt.frame_bytes} bytes.
+- header `{META}: {t_req}`
+- payload: the utterance as raw PCM in that format; 1.5 s of {fmt.rate} Hz mono s16le is {int(1.5 * fmt.rate) * fmt.frame_bytes} bytes.
 
-The inbox receives `{STATUS_HEADER}: {ACCEPTED}`, zero or more `{STATUS_HEADER}: {WORKING}`, then one message
-whose JSON body is a TranscribeReply:
+The inbox receives `{STATUS}: {ACCEPTED}`, zero or more `{STATUS}: {WORKING}`, then one message whose JSON body is a TranscribeReply:
 
 ```json
 {js(t_rep)}
@@ -248,9 +285,7 @@ Messages on the reply inbox, in order:
 
 {steps}
 
-The chunk texts concatenated equal the done message's `text`. Had the model id been unknown, the inbox would
-instead get (after `{ACCEPTED}`) one message with headers `{ERROR_CODE_HEADER}: 404` and
-`{ERROR_HEADER}: <message>`, and this body:
+The chunk texts concatenated equal the done message's `text`. Had the model id been unknown, the inbox would instead get (after `{ACCEPTED}`) one message with headers `{ERROR_CODE_HEADER}: 404` and `{ERROR_HEADER}: <message>`, and this body:
 
 ```json
 {js(err)}
@@ -258,87 +293,23 @@ instead get (after `{ACCEPTED}`) one message with headers `{ERROR_CODE_HEADER}: 
 
 
 def render() -> str:
-    c = CFG.client
-    samples = table(("`sample`", "Type", "Bytes per sample"), [
-        (f"`{name}`", f"{'signed integer' if name[0] == 's' else 'IEEE float'}, {name[1:-2]}-bit little-endian"
-         + (", nominal range -1.0 to 1.0" if name[0] == "f" else ""), width) for name, width in SAMPLE_WIDTH.items()])
-    frame = AudioFrame(format=AudioFormat(), seq=0, ts=1700000000.25)
-    bad = []
-    for sid in ("a.b", "all>", "two words"):
-        try:
-            validate_session_id(sid)
-        except InvalidSessionId as exc:
-            bad.append(f"  - `{sid}`: {exc}")
-    unions = "\n".join(f"  - `{n}`: " + ", ".join(f"`{m.__struct_config__.tag}` = {link(m.__name__)}" for m in ms)
-                       for n, ms in sorted(UNIONS.items()))
-    docs = field_docs()
-    nl = "\n"
+    found, docs = scan()
+    sections = "\n\n".join(struct_section(cls, docs) for cls in found)
     return f"""# voxbus wire protocol
 
-Generated by `python -m voxbus.protocol_doc docs/protocol.md` from the code that defines the protocol;
-do not edit by hand.
+Generated by `python -m voxbus.protocol_doc docs/protocol.md` from the code that defines the protocol; do not edit by hand.
 
 {subjects_section()}
 
-## Request-reply protocol
+{protocol_section()}
 
-A client publishes a request to a model endpoint with a reply subject (its inbox) and listens there.
-The manager answers on that inbox:
-
-1. at once, an empty message with header `{STATUS_HEADER}: {ACCEPTED}`;
-2. every {c.heartbeat:g} s while it works (a cold model load can take minutes), an empty message with
-   header `{STATUS_HEADER}: {WORKING}`;
-3. the answer: one reply message, or for generate a stream of `chunk` messages ending in one `done`.
-
-Messages with a `{STATUS_HEADER}` header are never part of the answer. Binary payloads (transcribe requests,
-synthesize replies) carry raw PCM as the body and their Struct, JSON-encoded, in the `{codec.META_HEADER}` header.
-Requests over `manager.max_request_bytes` ({CFG.manager.max_request_bytes} bytes by default) are refused with
-`payload_too_large`; a request that does not decode is refused with `bad_request`.
-
-An error is one message with headers `{ERROR_CODE_HEADER}` (the numeric status below) and `{ERROR_HEADER}`
-(the message, on one line), and a JSON {link("ErrorReply")} body. A NATS no-responders status
-(`Status: {NO_RESPONDERS}`) means no manager is running. Treat unknown codes as generic errors.
-
-How voxbus clients behave (defaults from `client.*`): no `{ACCEPTED}` within {c.accept_timeout:g} s means no
-manager took the request, so it is retried (up to {c.retries} times, backoff from {c.backoff:g} s); no message
-for {c.liveness_timeout:g} s after acceptance means the manager died, so the request is retried only if no part of
-the answer arrived; past the overall deadline ({c.deadline:g} s) while heartbeats continue, it fails with
-`timeout` and is not retried; an error reply is retried only when its `transient` is true.
-
-{errors_table()}
-
-## Audio
-
-{AudioFormat.__doc__} A payload's length is a multiple of `channels` times the sample width; its duration is
-`bytes / (width * channels * rate)`.
-
-{samples}
-
-An audio frame on `{S.audio_in(SID)}` carries its AudioFrame in a header, for example
-`{codec.META_HEADER}: {js(frame)}`, and raw PCM as the body (20 ms at these settings is
-{int(0.02 * frame.format.rate) * frame.format.frame_bytes} bytes). Each frame describes itself, so any single
-frame of a replay decodes on its own.
-
-## Conventions
-
-- Session ids: 1 to {MAX_SESSION_ID_LENGTH} characters matching `{_SESSION_ID_RE.pattern}`. The id is a subject
-  token, so anything that would change routing is refused, for example:
-{nl.join(bad)}
-- Bodies and `{codec.META_HEADER}` values are UTF-8 JSON objects with the fields listed under Messages;
-  optional fields may be omitted (they take their default) and `null` means "none".
-- {" ".join(inspect.cleandoc(voxbus.messages.__doc__ or "").splitlines()[2:])}
-- Transcripts are published with `Nats-Msg-Id: <sid>:<utterance>` (for example `{SID}:3`), so JetStream stores a
-  retried publish within {DUPLICATE_WINDOW_S:g} s only once.
-- Session, control and admin subjects are captured by JetStream streams with limits retention: history stays
-  replayable until it is older or larger than the stream's limits.
-- Tagged unions are told apart by their `type` field:
-{unions}
+{audio_and_conventions()}
 
 {examples()}
 
 ## Messages
 
-{(nl + nl).join(struct_section(cls, docs) for cls in structs())}
+{sections}
 """
 
 

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install voxbus with its test and coqui extras into .venv (created if missing), then run the
+# whole test suite. Works from a fresh clone: the only prerequisites are python3 (>= 3.11) and
+# a C/C++ toolchain with cmake (llama-cpp-python compiles once; pip caches the wheel).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet --progress-bar off -e '.[test,coqui]'
+exec .venv/bin/python -m pytest "$@"

@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         path = Path(args.out or "docs/protocol.md")
         if not path.exists() or path.read_text() != doc:
-            print(f"{path} is out of date: run python -m voxbus.protocol_doc {path}", file=sys.stderr)
+            sys.stderr.write(f"{path} is out of date: run python -m voxbus.protocol_doc {path}" + "\n")
             return 1
         return 0
     if args.out:

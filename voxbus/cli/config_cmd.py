@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from voxbus.config import config_to_yaml
@@ -20,7 +21,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def show_config(args: argparse.Namespace) -> int:
     from voxbus.cli import load_for
-    import os
 
     config = load_for(args)
     user = find_user_config(args.config, os.environ)
@@ -30,8 +30,6 @@ def show_config(args: argparse.Namespace) -> int:
 
 
 def show_path(args: argparse.Namespace) -> int:
-    import os
-
     user = find_user_config(args.config, os.environ)
     print(user if user else "(none: built-in defaults only)")
     return 0

@@ -36,9 +36,7 @@ def run(args: argparse.Namespace) -> int:
                 if "defaults" in wanted:
                     wanted = [w for w in wanted if w != "defaults"] + list(config.manager.defaults.values())
                 for model_id in wanted:
-                    slot = manager.pool.route(model_id, manager.pool.slots[model_id].spec.kind) \
-                        if model_id in manager.pool.slots else manager.pool.route(model_id, "llm")
-                    await manager.pool.load(slot)
+                    await manager.pool.load(manager.pool.find(model_id))
                     print(f"loaded {model_id}", flush=True)
                 await stop.wait()
                 print("draining...", flush=True)

@@ -7,6 +7,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+import msgspec
 from nats.aio.msg import Msg
 
 from voxbus.audio import float_to_pcm, pcm_to_model_input
@@ -113,7 +114,7 @@ class Endpoints:
 
         forwarder = asyncio.create_task(forward())
         messages = [{"role": m.role, "content": m.content} for m in req.messages] if req.messages else None
-        options = {f: getattr(req.options, f) for f in req.options.__struct_fields__}
+        options = msgspec.structs.asdict(req.options)
         try:
             async with self.pool.use(slot) as s:
                 result, queue_ms, infer_ms = await _run(
@@ -166,10 +167,7 @@ class Endpoints:
     def _slot(self, model_id: str | None, version: str | None = None) -> ModelSlot:
         if not model_id:
             raise BadRequest("name the model: `model` is required")
-        slot = self.pool.slots.get(model_id)
-        if slot is None:
-            return self.pool.route(model_id, "llm")  # raises UnknownModel listing what exists
-        return self.pool.route(model_id, slot.spec.kind, version)
+        return self.pool.find(model_id, version)
 
     async def load(self, msg: Msg, reply: ReplyChannel) -> None:
         req = _body(msg, LoadModelRequest)

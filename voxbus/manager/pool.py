@@ -62,6 +62,13 @@ class ModelPool:
         b = self.config.manager.budgets
         return b.ram.resolve(self.resources.ram_total()), b.vram.resolve(self.resources.vram_total())
 
+    def find(self, model_id: str, version: str | None = None) -> ModelSlot:
+        """The slot of a model named by id, whatever its task (admin requests, --preload)."""
+        slot = self.slots.get(model_id)
+        if slot is None:
+            raise UnknownModel(f"unknown model {model_id!r} (configured: {', '.join(sorted(self.slots)) or 'none'})")
+        return self.route(model_id, slot.spec.kind, version)
+
     def route(self, model_id: str | None, kind: str, version: str | None = None) -> ModelSlot:
         """The slot for a request: the named model, or the configured default for the task."""
         if model_id is None:
@@ -120,7 +127,7 @@ class ModelPool:
                 slot.state, slot.error = "failed", exc.message
                 await self.events.model("failed", slot.id, spec.kind, reason="source", detail=exc.message)
                 raise
-            size = sum(f.stat().st_size for f in sources._files_of(src.path))
+            size = sum(f.stat().st_size for f in sources.files_of(src.path))
             need_ram, need_vram = self._estimate(slot, size)
             ram_budget, vram_budget = self.budgets()
             residents = [self._resident(s) for s in self.slots.values() if s.loaded and s is not slot]

@@ -52,6 +52,7 @@ class ModelManager:
         self._tasks: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
         self._endpoint_errors: dict[str, int] = {}
+        self._endpoint_inflight: dict[str, int] = {}
         self._stopping = False
 
     async def start(self) -> "ModelManager":
@@ -114,6 +115,7 @@ class ModelManager:
 
     async def _serve(self, name: str, handler: Handler, msg: Msg) -> None:
         channel = ReplyChannel(self.bus.nc, msg.reply)
+        self._endpoint_inflight[name] = self._endpoint_inflight.get(name, 0) + 1
         try:
             async with channel.heartbeats(self.config.client.heartbeat):
                 if len(msg.data) > self.config.manager.max_request_bytes:
@@ -130,12 +132,14 @@ class ModelManager:
             self._count_error(name)
             log.exception("%s failed", name)
             await channel.error(ModelFailed(f"{type(exc).__name__}: {exc}"))
+        finally:
+            self._endpoint_inflight[name] -= 1
 
     def _count_error(self, name: str) -> None:
         self._endpoint_errors[name] = self._endpoint_errors.get(name, 0) + 1
 
     def _endpoint_stats(self, stats: EndpointStats) -> Any:
-        return {"errors": self._endpoint_errors.get(stats.name, 0), "inflight": len(self._tasks)}
+        return {"errors": self._endpoint_errors.get(stats.name, 0), "inflight": self._endpoint_inflight.get(stats.name, 0)}
 
     # -- background loops ---------------------------------------------------------------------
     async def _reaper(self) -> None:

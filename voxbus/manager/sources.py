@@ -73,7 +73,7 @@ def resolve(source: ModelSource, cache_dir: Path) -> ResolvedSource:
     return ResolvedSource(path, Path(source.config).expanduser() if source.config else None)
 
 
-def _files_of(path: Path) -> list[Path]:
+def files_of(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
 
 
@@ -81,7 +81,7 @@ def fingerprint(src: ResolvedSource, cache_dir: Path) -> str:
     """SHA-256 over the model's files (names and bytes), first 16 hex digits.
 
     Hashing a large file takes a while, so the result is remembered per (path, size, mtime)."""
-    files = _files_of(src.path) + ([src.config_path] if src.config_path and src.config_path.is_file() else [])
+    files = files_of(src.path) + ([src.config_path] if src.config_path and src.config_path.is_file() else [])
     key = json.dumps([[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
     memo_file = cache_dir / "fingerprints.json"
     try:

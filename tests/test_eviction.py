@@ -7,7 +7,7 @@ import pytest
 from voxbus.client import ModelClient
 from voxbus.config import Budget
 from voxbus.errors import ModelRefused
-from voxbus.messages import ModelEvent, decode
+from voxbus.messages import AudioFormat, ModelEvent, decode
 from tests.helpers import make_config, running_manager
 
 pytestmark = pytest.mark.models
@@ -28,7 +28,7 @@ async def _use(client, kind):
     if kind == "tts":
         return await client.synthesize("Hello.")
     if kind == "stt":
-        return await client.transcribe(b"\x00\x00" * 16000, __import__("voxbus.messages", fromlist=["AudioFormat"]).AudioFormat())
+        return await client.transcribe(b"\x00\x00" * 16000, AudioFormat())
     return await client.complete("Hello", max_tokens=2, temperature=0)
 
 

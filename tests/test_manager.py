@@ -11,7 +11,7 @@ from voxbus.client import ModelClient
 from voxbus.errors import (
     BadRequest, InvalidAudio, PayloadTooLarge, UnknownModel, UnsupportedFormat, VersionMismatch, WrongKind,
 )
-from voxbus.messages import AudioFormat, GenerateChunk, GenerateDone, ModelEvent, decode
+from voxbus.messages import AudioFormat, GenerateChunk, GenerateDone, ModelEvent, ResourceSnapshot, decode
 from voxbus.server import NatsServer
 from tests.helpers import embedded_config, make_config, running_manager, wer
 
@@ -58,7 +58,8 @@ async def test_generate_streams_tokens_then_done(stack):
     done = events[-1]
     assert isinstance(done, GenerateDone) and len(chunks) >= 2
     assert [c.index for c in chunks] == list(range(len(chunks)))
-    assert "".join(c.text for c in chunks) == done.text and "Paris" in done.text or "France" in done.text
+    assert "".join(c.text for c in chunks) == done.text
+    assert "Paris" in done.text or "France" in done.text
     assert done.usage.completion_tokens == len(chunks) and done.finish_reason == "length"
     assert done.timings.ttft_ms > 0 and done.timings.tokens_per_s > 0 and done.model.id == "gemma3-270m"
     again = await client.complete("The capital of France is", max_tokens=12, temperature=0.0)
@@ -162,7 +163,7 @@ async def test_resource_snapshots_are_broadcast_and_stored(stack):
     snap = await asyncio.to_thread(manager.snapshot)
     await manager.events.snapshot(snap)
     msg = await bus.js.get_last_msg(bus.subjects.stream("admin"), bus.subjects.admin("resources"))
-    stored = decode(msg.data, __import__("voxbus.messages", fromlist=["ResourceSnapshot"]).ResourceSnapshot)
+    stored = decode(msg.data, ResourceSnapshot)
     assert stored.rss_bytes > 0 and stored.ram_budget_bytes > 0 and stored.manager == manager.id
     assert stored.gpus == []  # no GPU on this machine: NVML reports none and all runs on CPU
     assert {m.id for m in stored.models} >= {"piper-joe"}

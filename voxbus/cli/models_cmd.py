@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser("models", parents=[common], help="list, load or unload the manager's models")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION")
-    msub.add_parser("list", parents=[common], help="table of models (the default)")
+    listing = msub.add_parser("list", parents=[common], help="table of models (the default)")
+    # SUPPRESS keeps `voxbus models --json` working when `list` is not given.
+    listing.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of a table")
     for verb in ("load", "unload"):
         v = msub.add_parser(verb, parents=[common], help=f"{verb} one model")
         v.add_argument("model", metavar="ID")

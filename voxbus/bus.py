@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import urlsplit
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import AsyncIterator
@@ -40,6 +41,7 @@ async def connect(url: str, name: str, timeout: float = 5.0) -> Client:
     async def on_error(exc: Exception) -> None:
         log.warning("nats: %s", exc)
 
+    await _probe(url, timeout)
     # Reconnect forever once connected (services outlive server restarts), but a first connect
     # to a wrong URL must fail with a clear error instead of retrying forever: bound it.
     try:
@@ -53,6 +55,22 @@ async def connect(url: str, name: str, timeout: float = 5.0) -> Client:
     except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
         reason = str(exc) or ("timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__)
         raise ServerError(f"cannot reach NATS at {url}: {reason}") from None
+
+
+async def _probe(url: str, timeout: float) -> None:
+    """Fail in milliseconds, saying why, when no server of the URL accepts a TCP connection
+    (nats-py would keep retrying a refused first connect until our timeout)."""
+    errors = []
+    for server in url.split(","):
+        parsed = urlsplit(server.strip() if "://" in server else f"nats://{server.strip()}")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(parsed.hostname, parsed.port or 4222), timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            errors.append(f"{parsed.hostname}:{parsed.port or 4222}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else 'timed out'}")
+            continue
+        writer.close()
+        return
+    raise ServerError(f"cannot reach NATS at {url}: {'; '.join(errors)}")
 
 
 @asynccontextmanager

@@ -15,7 +15,7 @@ SEG = m.Segment(start=0.0, end=1.5, text="hello")
 
 EXAMPLES = {
     m.AudioFormat: FMT,
-    m.AudioFrame: m.AudioFrame(format=FMT, seq=7, ts=1764000000.25),
+    m.AudioFrame: m.AudioFrame(format=FMT, seq=7, ts=1764000000.25, offset=0.14),
     m.SpeechChunk: m.SpeechChunk(format=FMT, seq=3, turn=1, text="Hi.", final=True),
     m.ModelRef: REF,
     m.Segment: SEG,
@@ -28,6 +28,7 @@ EXAMPLES = {
     m.SessionEnd: m.SessionEnd(session="s1", reason="eos", last_seq=99),
     m.Interrupt: m.Interrupt(session="s1", reason="barge-in"),
     m.SessionError: m.SessionError(session="s1", code="invalid_audio", message="odd byte count", seq=4),
+    m.SessionTranscribed: m.SessionTranscribed(session="s1", utterances=3, last_seq=250),
     m.ModelEvent: m.ModelEvent(event="evicted", model="gemma3-270m", kind="llm", reason="budget", ram_bytes=10),
     m.GpuStats: m.GpuStats(index=0, name="H100", total_bytes=80, used_bytes=10, free_bytes=70, utilization=3.0),
     m.LoadedModelStats: m.LoadedModelStats(id="a", kind="stt", ram_bytes=5, inflight=1, idle_s=2.0),
@@ -55,7 +56,7 @@ EXAMPLES = {
     m.ErrorReply: m.ErrorReply(code="unknown_model", message="no such model", transient=False),
 }
 
-UNIONS = {m.ControlEvent: (m.SessionStart, m.SessionEnd, m.Interrupt, m.SessionError),
+UNIONS = {m.ControlEvent: (m.SessionStart, m.SessionEnd, m.Interrupt, m.SessionError, m.SessionTranscribed),
           m.AdminEvent: (m.ModelEvent, m.ResourceSnapshot, m.CacheEvent),
           m.GenerateEvent: (m.GenerateChunk, m.GenerateDone)}
 

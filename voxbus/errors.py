@@ -4,6 +4,7 @@
     ├── ConfigError             a configuration file or override is invalid
     ├── ServerError             the embedded nats-server cannot start (binary missing, port taken)
     ├── ProtocolError           a message on the wire does not decode
+    ├── AudioFileError          an audio file given to a command cannot be read
     └── ModelError              an error reply from the ModelManager (code, message, transient)
         ├── BadRequest            400  malformed request or invalid options
         │   ├── InvalidAudio      400  empty, odd-sized or undecodable audio
@@ -39,6 +40,10 @@ class ServerError(VoxbusError):
 
 class ProtocolError(VoxbusError):
     pass
+
+
+class AudioFileError(VoxbusError):
+    """An audio file given to a command cannot be read or decoded."""
 
 
 class ModelError(VoxbusError):

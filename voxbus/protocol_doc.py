@@ -146,7 +146,10 @@ def subjects_section() -> str:
             (S.transcript(SID), "STT service", "Transcript", f"`Nats-Msg-Id: {SID}:<utterance>`"),
             (S.reply(SID), "LLM service", "ReplyChunk", ""),
             (S.say(SID), "any client, or the LLM service", "SayRequest", "")]
-    rows += [(S.control(SID, e), "client or any service", tags[e], "") for e in sj.CONTROL_EVENTS]
+    producers = {"start": "client (audio source)", "end": "client (audio source)", "interrupt": "client or any service",
+                 "error": "the service that rejected the session's input", "transcribed": "STT service"}
+    ids = {"error": f"`Nats-Msg-Id: {SID}:error:<seq>`", "transcribed": f"`Nats-Msg-Id: {SID}:transcribed`"}
+    rows += [(S.control(SID, e), producers[e], tags[e], ids.get(e, "")) for e in sj.CONTROL_EVENTS]
     rows += [(S.admin(e), "ModelManager", tags[e], "") for e in sj.ADMIN_EVENTS]
     main = table(("Subject", "Producer", "Stream", "Payload", "Headers"),
                  [(f"`{s}`", who, stream_of(s), links(body), links(h)) for s, who, body, h in rows])

@@ -7,7 +7,7 @@ Layout (prefix ``vox`` by default)::
     {p}.text.<sid>.transcript     STT transcripts                stream {P}_TEXT
     {p}.text.<sid>.reply          assistant reply chunks         stream {P}_TEXT
     {p}.tts.<sid>.say             text to speak                  stream {P}_TEXT
-    {p}.ctl.<sid>.<event>         start / end / interrupt / error stream {P}_CTL
+    {p}.ctl.<sid>.<event>         start/end/interrupt/error/transcribed  {P}_CTL
     {p}.admin.<event>             model lifecycle, resources     stream {P}_ADMIN
     {p}.model.<kind>.<verb>       ModelManager endpoints (request-reply, not stored)
 
@@ -25,7 +25,7 @@ MAX_SESSION_ID_LENGTH = 128
 _SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_\-:@+=~]+$")
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
-CONTROL_EVENTS = ("start", "end", "interrupt", "error")
+CONTROL_EVENTS = ("start", "end", "interrupt", "error", "transcribed")
 ADMIN_EVENTS = ("model", "resources", "cache")
 MODEL_VERBS = {
     "stt": ("transcribe",),
@@ -113,8 +113,13 @@ class Subjects:
     def all_transcripts(self) -> str:
         return f"{self.prefix}.text.*.transcript"
 
-    def all_control(self) -> str:
-        return f"{self.prefix}.ctl.*.*"
+    def all_control(self, event: str | None = None) -> str:
+        """Every session's control events, or only those of one event type."""
+        if event is None:
+            return f"{self.prefix}.ctl.*.*"
+        if event not in CONTROL_EVENTS:
+            raise InvalidSubjectToken(f"control event {event!r} is not one of {', '.join(CONTROL_EVENTS)}")
+        return f"{self.prefix}.ctl.*.{event}"
 
     def all_admin(self) -> str:
         return f"{self.prefix}.admin.>"

@@ -121,6 +121,38 @@ class BatchingConfig(_Cfg):
     max_wait_ms: Annotated[float, Meta(ge=0, le=1000)] = 25.0
 
 
+class IngestConfig(_Cfg):
+    frame_ms: Annotated[int, Meta(ge=10, le=100)] = 20
+    """Audio frame length published by `voxbus publish` and the live-source API."""
+    window: Annotated[int, Meta(ge=1, le=100_000)] = 512
+    """Frames published without waiting for their JetStream ack (bounded async-publish window)."""
+
+
+class SttConfig(_Cfg):
+    model: str | None = None
+    """STT model id; None: manager.defaults.stt."""
+    language: str | None = None
+    vad_threshold: Annotated[float, Meta(gt=0, lt=1)] = 0.5
+    """Silero speech probability that starts speech; it ends below threshold - 0.15."""
+    min_silence: Duration = Duration(0.4)
+    """Silence that ends an utterance."""
+    min_speech: Duration = Duration(0.25)
+    """Shorter bursts of speech (clicks, coughs) are dropped, not transcribed."""
+    max_utterance: Duration = Duration(15)
+    """Longer speech is cut at its quietest point in the last second (Whisper's window is 30 s)."""
+    pre_roll: Duration = Duration(0.2)
+    """Audio kept before detected speech so the first word is not clipped."""
+    post_roll: Duration = Duration(0.15)
+    ack_wait: Duration = Duration(30)
+    """JetStream redelivers frames not acknowledged within this long; held frames are kept alive."""
+    max_ack_pending: Annotated[int, Meta(ge=100)] = 200_000
+    """Frames held unacknowledged across all sessions (speech waiting for its transcript)."""
+    session_idle: Duration = Duration(120)
+    """A session with no frames for this long is finished as if it had ended."""
+    start: Literal["new", "all"] = "new"
+    """Where a brand-new durable consumer starts in the AUDIO stream (later runs resume)."""
+
+
 class CacheConfig(_Cfg):
     max_conversations: Annotated[int, Meta(ge=0)] = 32
     max_bytes: ByteSize = ByteSize(1 << 30)
@@ -147,6 +179,8 @@ class Config(_Cfg):
     manager: ManagerConfig = msgspec.field(default_factory=ManagerConfig)
     batching: BatchingConfig = msgspec.field(default_factory=BatchingConfig)
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+    ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
+    stt: SttConfig = msgspec.field(default_factory=SttConfig)
     client: ClientConfig = msgspec.field(default_factory=ClientConfig)
     models: dict[str, ModelSpec] = {}
 

@@ -9,7 +9,9 @@ from voxbus.messages.admin import (
 )
 from voxbus.messages.audio import SAMPLE_WIDTH, AudioFormat, AudioFrame, SampleType, SpeechChunk
 from voxbus.messages.codec import META_HEADER, decode, decode_meta, encode, meta_headers
-from voxbus.messages.control import ControlEvent, Interrupt, SessionEnd, SessionError, SessionStart
+from voxbus.messages.control import (
+    ControlEvent, Interrupt, SessionEnd, SessionError, SessionStart, SessionTranscribed,
+)
 from voxbus.messages.model import (
     ChatMessage, ErrorReply, GenerateChunk, GenerateDone, GenerateEvent, GenerateRequest,
     GenerateTimings, ListModelsReply, ListModelsRequest, LoadModelRequest, ModelInfo, ModelMetrics,
@@ -25,7 +27,7 @@ __all__ = [
     "LoadModelRequest", "LoadedModelStats", "META_HEADER", "ModelEvent", "ModelInfo",
     "ModelMetrics", "ModelRef", "ModelReply", "ReplyChunk", "ResourceSnapshot", "SAMPLE_WIDTH",
     "SampleType", "SamplingOptions", "SayRequest", "Segment", "SessionEnd", "SessionError",
-    "SessionStart", "SpeechChunk", "SynthesizeReply", "SynthesizeRequest", "Timings",
+    "SessionStart", "SessionTranscribed", "SpeechChunk", "SynthesizeReply", "SynthesizeRequest", "Timings",
     "TranscribeReply", "TranscribeRequest", "Transcript", "UnloadModelRequest", "Usage", "decode",
     "decode_meta", "encode", "meta_headers",
 ]

@@ -40,6 +40,10 @@ class AudioFrame(Struct, kw_only=True):
     """Frame number in the session, from 0, no gaps."""
     ts: float = 0.0
     """Capture time of the frame's first sample, Unix seconds (0 when unknown)."""
+    offset: Annotated[float, Meta(ge=0)] | None = None
+    """Session time of the frame's first sample, seconds from the session's first frame. Lets a
+    consumer that resumes mid-session (after a restart) keep transcript times exact; None: the
+    consumer estimates it from ``seq`` and the frame's duration."""
 
 
 class SpeechChunk(Struct, kw_only=True):

@@ -39,4 +39,12 @@ class SessionError(_Control, tag="error"):
     seq: NonNegInt | None = None
 
 
-ControlEvent = Union[SessionStart, SessionEnd, Interrupt, SessionError]
+class SessionTranscribed(_Control, tag="transcribed"):
+    """Published by the STT service once every transcript of an ended session is stored."""
+
+    utterances: NonNegInt
+    """How many transcripts the session has (utterance indexes 0 .. utterances-1)."""
+    last_seq: int | None = None
+
+
+ControlEvent = Union[SessionStart, SessionEnd, Interrupt, SessionError, SessionTranscribed]

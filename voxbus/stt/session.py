@@ -1,0 +1,160 @@
+"""One session's state inside the STT service: its audio normalised to 16 kHz mono, its VAD
+stream and utterance cutter, the frames it still holds unacknowledged, and the utterances
+waiting to be transcribed.
+
+Frames are acknowledged only once nothing needs them any more: silence that no future utterance
+will include, or speech whose transcript is stored. That is what makes a crash lose nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import soxr
+
+from voxbus.audio import pcm_to_float, to_mono
+from voxbus.messages.audio import AudioFormat
+from voxbus.stt.cutter import Cut, CutterSettings, UtteranceCutter
+from voxbus.stt.vad import RATE, WINDOW, VadStream
+
+
+@dataclass
+class HeldFrame:
+    start: int  # 16 kHz sample position of the frame's first sample
+    end: int
+    seq: int
+    msg: object  # the JetStream message to acknowledge
+    touched: float  # monotonic time of delivery (or of the last in-progress ack)
+
+
+@dataclass
+class Utterance:
+    start: int
+    end: int
+    first_seq: int
+    last_seq: int
+    audio: np.ndarray
+    t_start: float  # session time, seconds
+    t_end: float
+    last_frame_at: float = field(default_factory=time.monotonic)
+    """When the frame that closed the utterance arrived: the start of the added-latency clock."""
+
+
+class SessionState:
+    def __init__(self, sid: str, vad: VadStream, settings: CutterSettings) -> None:
+        self.sid = sid
+        self.vad = vad
+        self.cutter = UtteranceCutter(settings)
+        self.format: AudioFormat | None = None
+        self.resampler: soxr.ResampleStream | None = None
+        self.pos_in = 0.0  # input samples fed, scaled to 16 kHz (exact frame boundaries)
+        self.chunks: deque[tuple[int, np.ndarray]] = deque()  # (start position, 16 kHz samples)
+        self.buffered = 0  # resampled samples appended so far (= end of the last chunk)
+        self.vad_pos = 0  # samples handed to the VAD
+        self.held: deque[HeldFrame] = deque()
+        self.pending: deque[Utterance] = deque()  # cut, not yet stored
+        self.t0: float | None = None  # session time of position 0
+        self.max_seq = -1  # highest frame seq seen (fed, skipped or rejected)
+        self.fed_seq = -1  # highest frame seq fed to the VAD
+        self.next_utterance = 0
+        self.skip_through = -1  # frames up to this seq are covered by stored transcripts
+        self.end_seq: int | None = None
+        self.end_msg: object | None = None
+        self.ended = False  # an end event arrived (or the session went idle)
+        self.flushed = False  # the last partial window went through the VAD
+        self.transcribed_seq = -1  # last_seq of an earlier `transcribed` event of this session
+        self.done = False  # every transcript is stored and the transcribed event published
+        self.last_frame = time.monotonic()
+        self.errors = 0
+        self.worker = None  # asyncio task transcribing `pending`
+
+    # -- audio in -------------------------------------------------------------------------------
+    def feed(self, pcm: bytes, fmt: AudioFormat, seq: int, offset: float | None, msg: object) -> None:
+        """Append one frame (already validated) and hold its message until it is settled."""
+        samples = to_mono(pcm_to_float(pcm, fmt))
+        if fmt != self.format:
+            self._flush_resampler()
+            self.format = fmt
+            self.resampler = None if fmt.rate == RATE else soxr.ResampleStream(fmt.rate, RATE, 1, dtype="float32", quality="HQ")
+        if self.t0 is None:
+            duration = len(samples) / fmt.rate
+            self.t0 = offset if offset is not None else seq * duration
+        out = samples if self.resampler is None else self.resampler.resample_chunk(samples)
+        self._append(out)
+        start = int(self.pos_in)
+        self.pos_in += len(samples) * RATE / fmt.rate
+        self.held.append(HeldFrame(start, int(self.pos_in), seq, msg, time.monotonic()))
+        self.fed_seq = max(self.fed_seq, seq)
+        self.last_frame = time.monotonic()
+
+    def _append(self, out: np.ndarray) -> None:
+        if len(out):
+            self.chunks.append((self.buffered, np.asarray(out, dtype=np.float32)))
+            self.buffered += len(out)
+
+    def _flush_resampler(self) -> None:
+        if self.resampler is not None:
+            self._append(self.resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+            self.resampler = None
+
+    def slice(self, start: int, end: int) -> np.ndarray:
+        parts = [c[max(start - s, 0): max(end - s, 0)] for s, c in self.chunks if s < end and s + len(c) > start]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+    # -- speech detection -------------------------------------------------------------------------
+    def vad_input(self, final: bool = False) -> tuple[int, np.ndarray]:
+        """(position, samples) of every whole new VAD window; at the end, the padded last one too.
+        The VAD itself runs in a worker thread on this copy, so session state never crosses threads."""
+        if final:
+            self._flush_resampler()
+            tail = (self.buffered - self.vad_pos) % WINDOW
+            if tail:
+                self._append(np.zeros(WINDOW - tail, dtype=np.float32))
+        n = (self.buffered - self.vad_pos) // WINDOW * WINDOW
+        return self.vad_pos, self.slice(self.vad_pos, self.vad_pos + n)
+
+    def apply(self, position: int, probs: np.ndarray, final: bool = False) -> list[Cut]:
+        cuts = self.cutter.push(probs, position) if len(probs) else []
+        self.vad_pos = position + len(probs) * WINDOW
+        if final:
+            cuts += self.cutter.finish()
+        return cuts
+
+    def to_utterances(self, cuts: list[Cut]) -> list[Utterance]:
+        out = []
+        for cut in cuts:
+            inside = [f.seq for f in self.held if f.end > cut.start and f.start < cut.end]
+            if not inside:  # every frame of it was already covered by a stored transcript
+                continue
+            t0 = self.t0 or 0.0
+            out.append(Utterance(cut.start, cut.end, inside[0], inside[-1], self.slice(cut.start, cut.end),
+                                 round(t0 + cut.start / RATE, 3), round(t0 + cut.end / RATE, 3)))
+        return out
+
+    # -- acknowledgement --------------------------------------------------------------------------
+    def settled(self) -> list[HeldFrame]:
+        """Pop the held frames nothing needs any more, and drop audio older than any of them."""
+        floor = self.cutter.safe_position()
+        if self.pending:
+            floor = min(floor, self.pending[0].start)
+        if self.done:
+            floor = 1 << 62
+        out = []
+        while self.held and self.held[0].end <= floor:
+            out.append(self.held.popleft())
+        keep_from = min(floor, self.vad_pos)
+        while self.chunks and self.chunks[0][0] + len(self.chunks[0][1]) <= keep_from:
+            self.chunks.popleft()
+        return out
+
+    def stale(self, older_than: float) -> list[HeldFrame]:
+        """Held frames delivered before `older_than`: they need an in-progress ack to stay ours."""
+        return [f for f in self.held if f.touched < older_than]
+
+    @property
+    def complete(self) -> bool:
+        """Every frame up to the end event's last_seq has arrived."""
+        return self.ended and (self.end_seq is None or self.max_seq >= self.end_seq)

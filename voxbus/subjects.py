@@ -99,6 +99,10 @@ class Subjects:
             raise InvalidSubjectToken(f"control event {event!r} is not one of {', '.join(CONTROL_EVENTS)}")
         return f"{self.prefix}.ctl.{validate_session_id(sid)}.{event}"
 
+    def session_control(self, sid: str) -> str:
+        """Every control event of one session."""
+        return f"{self.prefix}.ctl.{validate_session_id(sid)}.*"
+
     def session_from(self, subject: str) -> str:
         """The session id of a per-session subject (the third token)."""
         parts = subject.split(".")

@@ -1,0 +1,36 @@
+"""`voxbus stt`: run the STT service until Ctrl-C/SIGTERM; what is unfinished resumes next run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("stt", parents=[common], help="run the STT service",
+                       description="Consume every session's audio, cut utterances with a VAD, ask the "
+                                   "ModelManager to transcribe them and publish the transcripts.")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from voxbus.bus import open_bus
+    from voxbus.cli import load_for, run_async
+    from voxbus.stt import SttService
+
+    config = load_for(args)
+
+    async def serve() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with open_bus(config, name="voxbus-stt") as bus:
+            async with SttService(bus):
+                print(f"STT service consuming {bus.subjects.all_audio_in()} on {bus.url}; Ctrl-C to stop", flush=True)
+                await stop.wait()
+                print("draining...", flush=True)
+        return 0
+
+    return run_async(serve)

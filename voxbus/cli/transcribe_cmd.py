@@ -1,0 +1,114 @@
+"""`voxbus transcribe FILE...`: the main job. Each file becomes its own session on the bus; the
+transcripts come back per file. Works with nothing running (everything runs in-process on a
+private server that is removed afterwards) and with a running deployment (--nats, or a server on
+the default port: then the running manager and STT service do the work)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("transcribe", parents=[common], help="transcribe audio files (the main job)",
+                       description="Publish each file as a session and print its transcripts. "
+                                   "Reads wav, flac, ogg, mp3 and whatever else libsndfile decodes.")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON document with every transcript")
+    out.add_argument("--srt", action="store_true",
+                     help="SubRip subtitles (several files: one FILE.srt each, in --out-dir)")
+    p.add_argument("--out-dir", default=".", metavar="DIR", help="where --srt writes with several files")
+    p.add_argument("--realtime", action="store_true", help="publish at real-time pace, like a live source")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    p.set_defaults(handler=run)
+
+
+class Progress:
+    """One line on stderr, redrawn in place; only on a terminal."""
+
+    def __init__(self, jobs, enabled: bool) -> None:
+        self.jobs = jobs
+        self.enabled = enabled
+        self.total = sum(j.duration for j in jobs) or 1.0
+        self.last = 0.0
+        self.started = time.monotonic()
+
+    def update(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self.last < 0.1):
+            return
+        self.last = now
+        sent = sum(j.published_s for j in self.jobs)
+        done = sum(j.transcribed_s for j in self.jobs)
+        frac = min(done / self.total, 1.0)
+        bar = "#" * int(frac * 30)
+        phase = "publishing" if sent < self.total - 1e-6 else "transcribing"
+        n = sum(len(j.transcripts) for j in self.jobs)
+        sys.stderr.write(f"\r{phase:<12} [{bar:<30}] {frac:4.0%}  {done:6.1f}/{self.total:.1f} s audio, "
+                         f"{n} utterances, {now - self.started:5.1f} s ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.update(force=True)
+            sys.stderr.write("\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    from voxbus.cli import load_for, run_async
+    from voxbus.pipeline import local_pipeline
+    from voxbus.transcribe_job import clock, load_jobs, to_srt, transcribe_jobs
+
+    if not args.verbose:  # the transcripts are the output; service chatter only with -v
+        import logging
+        logging.getLogger().setLevel(logging.WARNING)
+    config = load_for(args)
+    jobs = load_jobs(args.files)
+    progress = Progress(jobs, sys.stderr.isatty() and not args.no_progress)
+
+    async def work() -> None:
+        async with local_pipeline(config, "voxbus-transcribe") as pipe:
+            async def ticker() -> None:
+                while True:
+                    progress.update()
+                    await asyncio.sleep(0.2)
+
+            tick = asyncio.create_task(ticker())
+            try:
+                await transcribe_jobs(pipe.bus, jobs, realtime=args.realtime, on_progress=progress.update)
+            finally:
+                tick.cancel()
+                progress.close()
+
+    run_async(work)
+    for job in jobs:
+        for err in job.errors:
+            print(f"voxbus: {job.path}: {err.code}: {err.message}", file=sys.stderr)
+    if args.json:
+        doc = [{"file": str(j.path), "session": j.session, "duration": round(j.duration, 3), "text": j.text,
+                "errors": msgspec.to_builtins(j.errors), "transcripts": msgspec.to_builtins(j.ordered())} for j in jobs]
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+    elif args.srt:
+        if len(jobs) == 1:
+            sys.stdout.write(to_srt(jobs[0]))
+        else:
+            out = Path(args.out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            for job in jobs:
+                target = out / f"{job.path.stem}.srt"
+                target.write_text(to_srt(job))
+                print(target)
+    else:
+        for i, job in enumerate(jobs):
+            if len(jobs) > 1:
+                print(f"{'' if i == 0 else chr(10)}== {job.path} ({job.duration:.1f} s)")
+            for t in job.ordered():
+                print(f"[{clock(t.start)} - {clock(t.end)}] {t.text}")
+    return 1 if any(j.errors for j in jobs) else 0

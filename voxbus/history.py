@@ -1,0 +1,45 @@
+"""Reading what the streams hold about a session, without disturbing anyone.
+
+Each read uses its own ephemeral pull consumer with no acknowledgements: live durable consumers
+(the STT service's, say) never see it, and it is deleted when the read ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import AsyncIterator
+
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+log = logging.getLogger(__name__)
+
+BATCH = 1000
+
+
+async def stored(js: JetStreamContext, stream: str, subject: str, *, batch: int = BATCH) -> AsyncIterator[Msg]:
+    """Every message stored on `subject` (wildcards allowed) at the time of the call, oldest first."""
+    config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=30.0,
+                            mem_storage=True, max_ack_pending=-1)
+    sub = await js.pull_subscribe(subject, stream=stream, config=config)
+    try:
+        info = await sub.consumer_info()
+        left = info.num_pending or 0
+        while left > 0:
+            try:
+                msgs = await sub.fetch(min(batch, left), timeout=5.0)
+            except NatsTimeout:
+                log.warning("reading %s: %d stored messages did not arrive (expired meanwhile?)", subject, left)
+                return
+            for msg in msgs:
+                left -= 1
+                yield msg
+    finally:
+        try:
+            name = (await sub.consumer_info()).name
+            await sub.unsubscribe()
+            await js.delete_consumer(stream, name)
+        except Exception as exc:  # the server drops idle ephemerals anyway
+            log.debug("cleaning up a history reader: %s", exc)

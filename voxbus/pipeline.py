@@ -1,0 +1,84 @@
+"""Run the pipeline a one-shot command needs, reusing whatever already runs.
+
+`voxbus transcribe` (and the other one-shot commands) must work on a fresh machine with nothing
+running, and must use the real services when they do run. So: connect to the configured NATS;
+when none is configured and none listens on the default port, start a private server (random
+port, temporary store, removed afterwards); then run in this process each service that nobody
+else is providing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+import msgspec
+from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+from nats.js.errors import NotFoundError
+
+from voxbus.bus import Bus, open_bus
+from voxbus.config.schema import Config, EmbeddedServerConfig
+from voxbus.server import NatsServer, port_in_use
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Pipeline:
+    bus: Bus
+    manager: object | None = None  # the in-process ModelManager, when this process runs one
+    stt: object | None = None  # the in-process SttService, likewise
+    private_server: bool = False
+
+
+async def manager_running(bus: Bus) -> bool:
+    try:
+        await bus.nc.request(bus.subjects.model("admin", "list"), b"{}", timeout=1.0)
+        return True
+    except (NoRespondersError, NatsTimeout):
+        return False
+
+
+async def stt_running(bus: Bus) -> bool:
+    try:
+        info = await bus.js.consumer_info(bus.subjects.stream("audio"), bus.subjects.consumer("stt"))
+    except NotFoundError:
+        return False
+    return bool(info.push_bound)
+
+
+@asynccontextmanager
+async def local_pipeline(config: Config, name: str, *, stt: bool = True) -> AsyncIterator[Pipeline]:
+    store = None
+    server = None
+    if config.nats.url is None:
+        emb = config.nats.embedded
+        if not (emb.port and port_in_use(emb.host, emb.port)):
+            store = tempfile.mkdtemp(prefix="voxbus-js-")
+            server = await NatsServer(EmbeddedServerConfig(host=emb.host, port=0, monitor_port=0, store_dir=store)).start()
+            config = msgspec.structs.replace(config, nats=msgspec.structs.replace(config.nats, url=server.url))
+    try:
+        async with AsyncExitStack() as stack:
+            bus = await stack.enter_async_context(open_bus(config, name=name))
+            pipe = Pipeline(bus=bus, private_server=server is not None)
+            if server is not None or not await manager_running(bus):
+                from voxbus.manager import ModelManager
+
+                log.info("no ModelManager answering: running one in this process")
+                pipe.manager = await stack.enter_async_context(ModelManager(bus, manager_id=f"{name}-manager"))
+            if stt and (server is not None or not await stt_running(bus)):
+                from voxbus.stt import SttService
+
+                log.info("no STT service consuming: running one in this process")
+                pipe.stt = await stack.enter_async_context(SttService(bus))
+            yield pipe
+    finally:
+        if server is not None:
+            await server.stop()
+        if store is not None:
+            await asyncio.to_thread(shutil.rmtree, store, True)

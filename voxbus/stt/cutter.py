@@ -40,11 +40,11 @@ class UtteranceCutter:
     def __init__(self, settings: CutterSettings) -> None:
         self.s = settings
         r = settings.rate
-        self.min_silence = int(settings.min_silence_s * r)
-        self.min_speech = int(settings.min_speech_s * r)
-        self.max_len = int(settings.max_utterance_s * r)
-        self.pre_roll = int(settings.pre_roll_s * r)
-        self.post_roll = int(settings.post_roll_s * r)
+        self.min_silence = round(settings.min_silence_s * r)
+        self.min_speech = round(settings.min_speech_s * r)
+        self.max_len = round(settings.max_utterance_s * r)
+        self.pre_roll = round(settings.pre_roll_s * r)
+        self.post_roll = round(settings.post_roll_s * r)
         self.neg_threshold = max(settings.threshold - NEG_MARGIN, 0.01)
         self.pos = 0  # end of the last window seen
         self.prev_end = 0  # end of the last emitted (or dropped) utterance: cuts never overlap
@@ -87,7 +87,10 @@ class UtteranceCutter:
             if self.silence >= self.min_silence:
                 cuts += self._close(min(self.last_speech_end + self.post_roll, we))
             elif we - self.start >= self.max_len:
-                cuts += self._force_cut(we)
+                if self.silence:  # already in the pause after the speech: end it there
+                    cuts += self._close(min(self.last_speech_end + self.post_roll, we))
+                else:
+                    cuts += self._force_cut(we)
         return cuts
 
     def finish(self) -> list[Cut]:

@@ -1,0 +1,179 @@
+"""Speech in, transcripts out: the STT service with the real manager and models on a real server,
+driven through the CLI (`transcribe`, `publish`, `listen`, `replay`) the way users drive it."""
+
+import asyncio
+import json
+import sys
+import time
+
+import numpy as np
+import pytest
+import pytest_asyncio
+import soundfile as sf
+
+from tests.helpers import embedded_config, make_config, running_manager, wer
+from tests.speech import speak, write_variant
+from voxbus.client import ModelClient
+from voxbus.history import stored
+from voxbus.ingest import SessionPublisher
+from voxbus.messages import AudioFormat, AudioFrame, SessionEnd, SessionError, SessionTranscribed, Transcript, codec
+from voxbus.server import NatsServer
+from voxbus.stt import SttService
+
+pytestmark = [pytest.mark.models, pytest.mark.asyncio(loop_scope="module")]
+
+TEXTS = {
+    "orig": ["The quick brown fox jumps over the lazy dog.", "Please call Stella and ask her to bring these things."],
+    "8k": ["We will meet at the station at noon.", "The train leaves from the northern platform."],
+    "stereo44": ["My sister bought a new red bicycle.", "She rides it to work every morning."],
+    "float": ["The museum opens early on Sunday.", "Tickets are sold at the front desk."],
+    "mp3": ["Water boils when it gets very hot.", "Ice melts when the sun comes out."],
+    "flac": ["Our garden is full of yellow flowers.", "The bees visit them all summer long."],
+}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("stt")
+    async with NatsServer(embedded_config(), store_dir=tmp / "js") as server:
+        config = make_config(server.url, tmp / "cache")
+        async with running_manager(config) as (bus, manager):
+            async with SttService(bus) as stt:
+                yield server, bus, stt, ModelClient.from_bus(bus), tmp
+
+
+async def voxbus(*args: str, timeout: float = 240) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "voxbus", *args,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def stored_of(bus, family: str, subject: str, tp):
+    return [codec.decode(m.data, tp) async for m in stored(bus.js, bus.subjects.stream(family), subject)]
+
+
+async def test_transcribe_every_format_concurrently_without_mixing_sessions(stack):
+    server, bus, stt, client, tmp = stack
+    files = []
+    for name, sentences in TEXTS.items():
+        audio, rate = await speak(client, sentences)
+        variant = {"orig": {}, "8k": {"to_rate": 8000}, "stereo44": {"to_rate": 44100, "channels": 2},
+                   "float": {"subtype": "FLOAT"}, "mp3": {"fmt": "MP3"}, "flac": {"fmt": "FLAC"}}[name]
+        ext = {"mp3": "mp3", "flac": "flac"}.get(name, "wav")
+        files.append(write_variant(audio, rate, tmp / f"{name}.{ext}", **variant))
+    rc, out, err = await voxbus("transcribe", "--json", "--nats", server.url, *map(str, files))
+    assert rc == 0, err
+    docs = {d["file"]: d for d in json.loads(out)}
+    assert len({d["session"] for d in docs.values()}) == len(files)
+    for name, path in zip(TEXTS, files):
+        doc = docs[str(path)]
+        assert [t["utterance"] for t in doc["transcripts"]] == [0, 1], (name, doc)
+        assert wer(" ".join(TEXTS[name]), doc["text"]) <= 0.1, (name, doc["text"])
+        for sentence, t in zip(TEXTS[name], doc["transcripts"]):  # each utterance is its own sentence
+            assert wer(sentence, t["text"]) <= 0.25, (name, sentence, t["text"])
+            assert t["session"] == doc["session"] and t["end"] > t["start"]
+        assert doc["transcripts"][0]["end"] < doc["transcripts"][1]["start"]
+
+
+async def test_transcribe_prints_text_and_srt(stack):
+    server, bus, stt, client, tmp = stack
+    audio, rate = await speak(client, TEXTS["orig"])
+    path = write_variant(audio, rate, tmp / "plain.wav")
+    rc, out, err = await voxbus("transcribe", "--nats", server.url, str(path))
+    assert rc == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("[00:00.") and wer(TEXTS["orig"][0], lines[0].split("] ", 1)[1]) <= 0.1
+    rc, out, err = await voxbus("transcribe", "--srt", "--nats", server.url, str(path))
+    assert rc == 0, err
+    blocks = out.strip().split("\n\n")
+    assert len(blocks) == 2 and blocks[1].startswith("2\n00:00:0") and " --> " in blocks[1]
+
+
+async def test_bad_file_is_a_clear_error(stack, tmp_path):
+    server, *_ = stack
+    (tmp_path / "notaudio.wav").write_text("hello")
+    rc, out, err = await voxbus("transcribe", "--nats", server.url, str(tmp_path / "notaudio.wav"))
+    assert rc == 1 and "notaudio.wav: cannot decode audio" in err and "Traceback" not in err
+
+
+async def test_malformed_frames_produce_error_events_and_other_sessions_go_on(stack):
+    server, bus, stt, client, tmp = stack
+    s = bus.subjects
+    audio, rate = await speak(client, ["Everything is fine in this session."])
+    fmt = AudioFormat(rate=16000)
+    good = SessionPublisher(bus, "good-1")
+    await good.start(fmt)
+    bad = s.audio_in("bad-1")
+    await bus.js.publish(bad, b"\x00\x01\x02", headers=codec.meta_headers(AudioFrame(format=fmt, seq=0)))  # odd bytes
+    await bus.js.publish(bad, b"\x00" * 640)  # no header
+    await bus.js.publish(bad, b"\x00" * 640, headers={codec.META_HEADER: '{"format": {"sample": "s8"}, "seq": 2}'})
+    await bus.js.publish(bad, b"\x00" * 640, headers={codec.META_HEADER: "{not json"})
+    await bus.js.publish(bad, b"\x00" * 640, headers=codec.meta_headers(AudioFrame(format=fmt, seq=4)))  # fine
+    await bus.js.publish(s.control("bad-1", "end"), codec.encode(SessionEnd(session="bad-1", last_seq=4)))
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    await good.publish_pcm(pcm, AudioFormat(rate=rate))
+    for _ in range(300):
+        done = await stored_of(bus, "ctl", s.all_control("transcribed"), SessionTranscribed)
+        if {"good-1", "bad-1"} <= {d.session for d in done}:
+            break
+        await asyncio.sleep(0.1)
+    errors = await stored_of(bus, "ctl", s.control("bad-1", "error"), SessionError)
+    assert sorted(e.code for e in errors) == ["bad_header", "bad_header", "bad_header", "invalid_audio"], errors
+    assert any("not a whole number" in e.message and e.seq == 0 for e in errors)
+    assert not await stored_of(bus, "ctl", s.control("good-1", "error"), SessionError)
+    [t] = await stored_of(bus, "text", s.transcript("good-1"), Transcript)
+    assert wer("Everything is fine in this session.", t.text) <= 0.1
+    assert "bad-1" not in stt.sessions and "good-1" not in stt.sessions  # both finished and released
+
+
+async def test_publish_listen_and_replay(stack):
+    server, bus, stt, client, tmp = stack
+    sentences = ["The first sentence is about apples.", "The second one talks about bananas.",
+                 "And the third mentions cherries."]
+    audio, rate = await speak(client, sentences)
+    path = write_variant(audio, rate, tmp / "replay.wav")
+    rc, out, err = await voxbus("publish", str(path), "--session", "rp-1", "--nats", server.url)
+    assert rc == 0 and "to session rp-1" in out, err
+    rc, out, err = await voxbus("listen", "rp-1", "--from-start", "--json", "--nats", server.url, timeout=120)
+    assert rc == 0, err
+    got = [codec.decode(line, Transcript) for line in out.splitlines()]
+    assert [t.utterance for t in got] == [0, 1, 2]
+    assert all(wer(s, t.text) <= 0.1 for s, t in zip(sentences, got)), [t.text for t in got]
+
+    wav = tmp / "rebuilt.wav"
+    rc, out, err = await voxbus("replay", "rp-1", "--audio-out", str(wav), "--nats", server.url)
+    assert rc == 0, err
+    published, _ = sf.read(str(path), dtype="int16")
+    rebuilt, rebuilt_rate = sf.read(str(wav), dtype="int16")
+    assert rebuilt_rate == rate and np.array_equal(published, rebuilt)
+    assert out.count("#") == 3 and "(SessionEnd" in out and "(SessionTranscribed" in out
+
+    middle = got[1]
+    rc, out, err = await voxbus("replay", "rp-1", "--since", str(middle.start + 0.05), "--until",
+                                str(middle.end - 0.05), "--json", "--nats", server.url)
+    assert rc == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [e["utterance"] for e in events if e["type"] == "transcript"] == [1]
+    frames = [e for e in events if e["type"] == "audio"]
+    assert frames and all(middle.start < e["t"] < middle.end for e in frames)
+
+    rc, out, err = await voxbus("replay", "rp-1", "--from-seq", "100", "--json", "--nats", server.url)
+    seqs = [json.loads(line)["seq"] for line in out.splitlines() if '"audio"' in line]
+    assert rc == 0 and seqs[0] == 100 and seqs == list(range(100, 100 + len(seqs)))
+
+    rc, out, err = await voxbus("replay", "nobody-here", "--nats", server.url)
+    assert rc == 1 and "nothing stored for session nobody-here" in err
+
+
+async def test_publish_realtime_paces_like_a_live_source(stack, tmp_path):
+    server, *_ = stack
+    path = tmp_path / "tone.wav"
+    sf.write(str(path), (np.sin(np.arange(16000) / 5) * 0.1).astype(np.float32), 16000)
+    t0 = time.monotonic()
+    rc, out, err = await voxbus("publish", str(path), "--session", "rt-1", "--realtime", "--nats", server.url)
+    assert rc == 0, err
+    assert "published 50 frames" in out
+    assert time.monotonic() - t0 >= 0.95  # one second of audio cannot be sent faster than real time
+    rc, out, err = await voxbus("publish", str(path), "--session", "bad.id", "--nats", server.url)
+    assert rc == 2 and "contains a '.'" in err

@@ -28,6 +28,7 @@ EXAMPLES = {
     m.SessionEnd: m.SessionEnd(session="s1", reason="eos", last_seq=99),
     m.Interrupt: m.Interrupt(session="s1", reason="barge-in"),
     m.SessionError: m.SessionError(session="s1", code="invalid_audio", message="odd byte count", seq=4),
+    m.GenerateCancel: m.GenerateCancel(request_id="r-1"),
     m.SessionTranscribed: m.SessionTranscribed(session="s1", utterances=3, last_seq=250),
     m.ModelEvent: m.ModelEvent(event="evicted", model="gemma3-270m", kind="llm", reason="budget", ram_bytes=10),
     m.GpuStats: m.GpuStats(index=0, name="H100", total_bytes=80, used_bytes=10, free_bytes=70, utilization=3.0),

@@ -33,6 +33,8 @@ class Pipeline:
     bus: Bus
     manager: object | None = None  # the in-process ModelManager, when this process runs one
     stt: object | None = None  # the in-process SttService, likewise
+    tts: object | None = None
+    assistant: object | None = None
     private_server: bool = False
 
 
@@ -44,16 +46,18 @@ async def manager_running(bus: Bus) -> bool:
         return False
 
 
-async def stt_running(bus: Bus) -> bool:
+async def service_running(bus: Bus, family: str, service: str) -> bool:
+    """Whether some process consumes the service's durable right now."""
     try:
-        info = await bus.js.consumer_info(bus.subjects.stream("audio"), bus.subjects.consumer("stt"))
+        info = await bus.js.consumer_info(bus.subjects.stream(family), bus.subjects.consumer(service))
     except NotFoundError:
         return False
     return bool(info.push_bound)
 
 
 @asynccontextmanager
-async def local_pipeline(config: Config, name: str, *, stt: bool = True) -> AsyncIterator[Pipeline]:
+async def local_pipeline(config: Config, name: str, *, stt: bool = True, tts: bool = False,
+                         assistant: bool = False) -> AsyncIterator[Pipeline]:
     store = None
     server = None
     if config.nats.url is None:
@@ -71,11 +75,22 @@ async def local_pipeline(config: Config, name: str, *, stt: bool = True) -> Asyn
 
                 log.info("no ModelManager answering: running one in this process")
                 pipe.manager = await stack.enter_async_context(ModelManager(bus, manager_id=f"{name}-manager"))
-            if stt and (server is not None or not await stt_running(bus)):
+            own = server is not None
+            if stt and (own or not await service_running(bus, "audio", "stt")):
                 from voxbus.stt import SttService
 
                 log.info("no STT service consuming: running one in this process")
                 pipe.stt = await stack.enter_async_context(SttService(bus))
+            if tts and (own or not await service_running(bus, "text", "tts")):
+                from voxbus.tts import TtsService
+
+                log.info("no TTS service consuming: running one in this process")
+                pipe.tts = await stack.enter_async_context(TtsService(bus))
+            if assistant and (own or not await service_running(bus, "text", "assistant")):
+                from voxbus.assistant import Assistant
+
+                log.info("no assistant consuming: running one in this process")
+                pipe.assistant = await stack.enter_async_context(Assistant(bus))
             yield pipe
     finally:
         if server is not None:

@@ -36,6 +36,7 @@ UNIONS = {n: typing.get_args(getattr(m, n)) for m in MODULES for n in dir(m)
 ENDPOINTS = {
     ("stt", "transcribe"): ("raw PCM; `Vox-Meta`: TranscribeRequest", "TranscribeReply"),
     ("llm", "generate"): ("GenerateRequest", "GenerateChunk (0 or more), then GenerateDone"),
+    ("llm", "cancel"): ("GenerateCancel (plain publish: every manager listens, none replies)", "none"),
     ("tts", "synthesize"): ("SynthesizeRequest", "raw PCM; `Vox-Meta`: SynthesizeReply"),
     ("admin", "list"): ("ListModelsRequest (an empty body means all defaults)", "ListModelsReply"),
     ("admin", "load"): ("LoadModelRequest", "ModelReply"),

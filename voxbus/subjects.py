@@ -29,7 +29,7 @@ CONTROL_EVENTS = ("start", "end", "interrupt", "error", "transcribed")
 ADMIN_EVENTS = ("model", "resources", "cache")
 MODEL_VERBS = {
     "stt": ("transcribe",),
-    "llm": ("generate",),
+    "llm": ("generate", "cancel"),
     "tts": ("synthesize",),
     "admin": ("list", "load", "unload"),
 }
@@ -113,6 +113,9 @@ class Subjects:
     # -- wildcards for consumers ----------------------------------------------------------
     def all_audio_in(self) -> str:
         return f"{self.prefix}.audio.*.in"
+
+    def all_say(self) -> str:
+        return f"{self.prefix}.tts.*.say"
 
     def all_transcripts(self) -> str:
         return f"{self.prefix}.text.*.transcript"

@@ -11,12 +11,14 @@ from typing import Any, Callable
 
 from voxbus import __version__
 from voxbus.cli import (
-    config_cmd, listen_cmd, manager_cmd, models_cmd, publish_cmd, replay_cmd, server_cmd, stt_cmd, transcribe_cmd,
+    ask_cmd, config_cmd, demo_cmd, listen_cmd, manager_cmd, models_cmd, publish_cmd, replay_cmd, say_cmd,
+    server_cmd, stt_cmd, transcribe_cmd, up_cmd,
 )
 from voxbus.config import Config, load_config
 from voxbus.errors import ConfigError, VoxbusError
 
-COMMANDS = (transcribe_cmd, server_cmd, config_cmd, manager_cmd, stt_cmd, publish_cmd, listen_cmd, replay_cmd, models_cmd)
+COMMANDS = (demo_cmd, transcribe_cmd, up_cmd, server_cmd, config_cmd, manager_cmd, stt_cmd, publish_cmd, listen_cmd,
+            replay_cmd, say_cmd, ask_cmd, models_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

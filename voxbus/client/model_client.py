@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import AsyncIterator
 
 from nats.aio.client import Client
@@ -19,7 +20,7 @@ from voxbus.errors import ProtocolError
 from voxbus.messages import codec
 from voxbus.messages.audio import AudioFormat
 from voxbus.messages.model import (
-    ChatMessage, GenerateChunk, GenerateDone, GenerateEvent, GenerateRequest, ListModelsReply,
+    ChatMessage, GenerateCancel, GenerateChunk, GenerateDone, GenerateEvent, GenerateRequest, ListModelsReply,
     ListModelsRequest, LoadModelRequest, ModelReply, SamplingOptions, SynthesizeReply,
     SynthesizeRequest, TranscribeReply, TranscribeRequest, UnloadModelRequest,
 )
@@ -29,6 +30,7 @@ from voxbus.subjects import Subjects
 class ModelClient:
     def __init__(self, nc: Client, subjects: Subjects, config: ClientConfig | None = None) -> None:
         self.subjects = subjects
+        self.nc = nc
         self.caller = Caller(nc, config or ClientConfig())
 
     @classmethod
@@ -45,21 +47,31 @@ class ModelClient:
         return codec.decode(msg.data, TranscribeReply)
 
     async def generate(self, prompt: str | None = None, *, messages: list[ChatMessage] | list[dict] | None = None,
-                       conversation: str | None = None, model: str | None = None, version: str | None = None,
-                       options: SamplingOptions | None = None, deadline: float | None = None,
-                       **sampling) -> AsyncIterator[GenerateChunk | GenerateDone]:
-        """Yield GenerateChunk as tokens arrive, then one GenerateDone."""
+                       conversation: str | None = None, session: str | None = None, model: str | None = None,
+                       version: str | None = None, options: SamplingOptions | None = None,
+                       deadline: float | None = None, **sampling) -> AsyncIterator[GenerateChunk | GenerateDone]:
+        """Yield GenerateChunk as tokens arrive, then one GenerateDone. Stopping early (breaking out,
+        closing or cancelling the iterator) tells the manager to stop generating."""
         if messages is not None:
             messages = [m if isinstance(m, ChatMessage) else ChatMessage(**m) for m in messages]
         if options is None:
             options = SamplingOptions(**sampling)
         req = GenerateRequest(model=model, version=version, prompt=prompt, messages=messages,
-                              conversation=conversation, options=options)
-        async for msg in self.caller.stream(self.subjects.model("llm", "generate"), codec.encode(req), None, deadline):
-            event = codec.decode(msg.data, GenerateEvent)
-            yield event
-            if isinstance(event, GenerateDone):
-                return
+                              conversation=conversation, options=options, session=session,
+                              request_id=uuid.uuid4().hex)
+        finished = False
+        try:
+            async for msg in self.caller.stream(self.subjects.model("llm", "generate"), codec.encode(req), None, deadline):
+                event = codec.decode(msg.data, GenerateEvent)
+                if isinstance(event, GenerateDone):
+                    finished = True
+                yield event
+                if finished:
+                    return
+        finally:
+            if not finished and not self.nc.is_closed:
+                await self.nc.publish(self.subjects.model("llm", "cancel"),
+                                      codec.encode(GenerateCancel(request_id=req.request_id)))
         raise ProtocolError("generate stream ended without a done message")
 
     async def complete(self, prompt: str | None = None, **kwargs) -> GenerateDone:

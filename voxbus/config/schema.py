@@ -153,6 +153,17 @@ class SttConfig(_Cfg):
     """Where a brand-new durable consumer starts in the AUDIO stream (later runs resume)."""
 
 
+class AssistantConfig(_Cfg):
+    model: str | None = None
+    """LLM model id; None: manager.defaults.llm."""
+    system_prompt: str = ("You are a helpful voice assistant. Answer in one or two short, plain sentences "
+                          "that sound natural when spoken.")
+    max_tokens: Annotated[int, Meta(ge=1, le=8192)] = 96
+    temperature: Annotated[float, Meta(ge=0.0, le=5.0)] = 0.7
+    voice: str | None = None
+    """TTS model id (or model:speaker) for replies; None: manager.defaults.tts."""
+
+
 class CacheConfig(_Cfg):
     max_conversations: Annotated[int, Meta(ge=0)] = 32
     max_bytes: ByteSize = ByteSize(1 << 30)
@@ -181,6 +192,7 @@ class Config(_Cfg):
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
     stt: SttConfig = msgspec.field(default_factory=SttConfig)
+    assistant: AssistantConfig = msgspec.field(default_factory=AssistantConfig)
     client: ClientConfig = msgspec.field(default_factory=ClientConfig)
     models: dict[str, ModelSpec] = {}
 

@@ -115,12 +115,14 @@ class Endpoints:
         forwarder = asyncio.create_task(forward())
         messages = [{"role": m.role, "content": m.content} for m in req.messages] if req.messages else None
         options = msgspec.structs.asdict(req.options)
+        keys = self.m.cancels.register(stop, req.session, req.request_id)
         try:
             async with self.pool.use(slot) as s:
                 result, queue_ms, infer_ms = await _run(
                     s, s.backend.generate, req.prompt, messages, options, on_text,
-                    lambda: stop.is_set() or self.m._stopping)
+                    lambda: stop.is_set() or self.m._stopping, req.conversation)
         finally:
+            self.m.cancels.unregister(stop, keys)
             pieces.put_nowait(None)
             await forwarder
         s.stats.record(queue_ms, infer_ms, tokens=result.completion_tokens)

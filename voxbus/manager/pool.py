@@ -23,11 +23,13 @@ from voxbus.errors import (
 from voxbus.manager import sources
 from voxbus.manager.admission import Resident, plan_load
 from voxbus.manager.backends import backend_class
-from voxbus.manager.backends.base import BackendError, LoadSpec
+from voxbus.manager.backends.base import BackendError, LlmBackend, LoadSpec
+from voxbus.manager.conversations import ConversationStore
 from voxbus.manager.events import AdminPublisher
 from voxbus.manager.quantization import resolve_quantization
 from voxbus.manager.resources import Resources
 from voxbus.manager.slot import ModelSlot
+from voxbus.messages.admin import CacheEvent
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ class ModelPool:
         self.events = events
         self.cache_dir = cache_dir
         self._admit = asyncio.Lock()
+        self._background: set[asyncio.Future] = set()
         self._footprints_file = cache_dir / "footprints.json"
         self.footprints: dict[str, list[int]] = self._read_footprints()
         self.slots: dict[str, ModelSlot] = {}
@@ -172,11 +175,32 @@ class ModelPool:
         old = self.footprints.get(self._fp_key(slot), [0, 0])
         slot.ram, slot.vram = max(ram, old[0]), max(vram, old[1])
         self._write_footprint(slot)
+        if (isinstance(backend, LlmBackend) and self.config.cache.max_conversations > 0
+                and (loader := backend.snapshot_loader()) is not None):
+            backend.conversations = self._conversation_store(slot, loader)
         slot.backend, slot.state, slot.error = backend, "loaded", ""
         slot.stats.load_ms = load_ms
         slot.last_used = time.monotonic()
         await self.events.model("loaded", slot.id, spec.kind, reason="request", ram=slot.ram, vram=slot.vram,
                                 load_ms=load_ms, detail=f"device={slot.device} quantization={slot.quantization or 'as shipped'}")
+
+    def _conversation_store(self, slot: ModelSlot, loader) -> ConversationStore:
+        """Per-conversation KV states of this LLM; events cross from its worker thread to the loop."""
+        cc = self.config.cache
+        loop = asyncio.get_running_loop()
+
+        def on_event(event: str, conversation: str, nbytes: int, reason: str) -> None:
+            ev = CacheEvent(event=event, model=slot.id, conversation=conversation, bytes=nbytes, reason=reason)
+            loop.call_soon_threadsafe(lambda: self._spawn(self.events.cache(ev)))
+
+        return ConversationStore(
+            cc, model_key=f"{slot.id}-{slot.fingerprint[:16]}-{slot.quantization or 'native'}-{slot.device}",
+            load=loader, spill_dir=Path(cc.spill_dir).expanduser() if cc.spill_dir else None, on_event=on_event)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- unloading ----------------------------------------------------------------------------
     async def _unload(self, slot: ModelSlot, event: str, reason: str) -> None:

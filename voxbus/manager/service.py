@@ -24,12 +24,15 @@ from nats.micro.service import EndpointStats, Service
 from voxbus import __version__
 from voxbus.bus import Bus
 from voxbus.errors import BadRequest, ModelError, ModelFailed, PayloadTooLarge, ProtocolError
+from voxbus.manager.cancels import Cancellations
 from voxbus.manager.endpoints import Endpoints
 from voxbus.manager.events import AdminPublisher
 from voxbus.manager.pool import ModelPool
 from voxbus.manager.replies import ReplyChannel
 from voxbus.manager.resources import Resources
+from voxbus.messages import codec
 from voxbus.messages.admin import LoadedModelStats, ResourceSnapshot
+from voxbus.messages.model import GenerateCancel
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,8 @@ class ModelManager:
         self._endpoint_errors: dict[str, int] = {}
         self._endpoint_inflight: dict[str, int] = {}
         self._stopping = False
+        self.cancels = Cancellations()
+        self._subs: list = []
 
     async def start(self) -> "ModelManager":
         subjects = self.bus.subjects
@@ -75,6 +80,9 @@ class ModelManager:
         for kind, verb, handler in routes:
             await self.service.add_endpoint(name=f"{kind}-{verb}", subject=subjects.model(kind, verb),
                                             handler=self._spawner(f"{kind}-{verb}", handler))
+        # Not micro endpoints: a stop must reach every manager, not one of the queue group.
+        self._subs = [await self.bus.nc.subscribe(subjects.all_control("interrupt"), cb=self._on_interrupt),
+                      await self.bus.nc.subscribe(subjects.model("llm", "cancel"), cb=self._on_cancel)]
         self._loops = [asyncio.create_task(self._reaper()), asyncio.create_task(self._snapshots())]
         log.info("model manager %s serving %d models on %s.model.*", self.id, len(self.pool.slots), subjects.prefix)
         return self
@@ -84,6 +92,8 @@ class ModelManager:
         if self._stopping:
             return
         self._stopping = True
+        for sub in self._subs:
+            await sub.unsubscribe()
         if self.service is not None:
             await self.service.stop()
         for task in self._loops:
@@ -140,6 +150,17 @@ class ModelManager:
 
     def _endpoint_stats(self, stats: EndpointStats) -> Any:
         return {"errors": self._endpoint_errors.get(stats.name, 0), "inflight": self._endpoint_inflight.get(stats.name, 0)}
+
+    async def _on_interrupt(self, msg: Msg) -> None:
+        session = self.bus.subjects.session_from(msg.subject)
+        if self.cancels.cancel_session(session):
+            log.info("interrupt: stopping generation for session %s", session)
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        try:
+            self.cancels.cancel_request(codec.decode(msg.data, GenerateCancel).request_id)
+        except ProtocolError as exc:
+            log.warning("ignoring a malformed cancel: %s", exc)
 
     # -- background loops ---------------------------------------------------------------------
     async def _reaper(self) -> None:

@@ -13,7 +13,7 @@ from voxbus.messages.control import (
     ControlEvent, Interrupt, SessionEnd, SessionError, SessionStart, SessionTranscribed,
 )
 from voxbus.messages.model import (
-    ChatMessage, ErrorReply, GenerateChunk, GenerateDone, GenerateEvent, GenerateRequest,
+    ChatMessage, ErrorReply, GenerateCancel, GenerateChunk, GenerateDone, GenerateEvent, GenerateRequest,
     GenerateTimings, ListModelsReply, ListModelsRequest, LoadModelRequest, ModelInfo, ModelMetrics,
     ModelReply, SamplingOptions, SynthesizeReply, SynthesizeRequest, TranscribeReply,
     TranscribeRequest, UnloadModelRequest, Usage,
@@ -22,7 +22,7 @@ from voxbus.messages.text import ModelRef, ReplyChunk, SayRequest, Segment, Timi
 
 __all__ = [
     "AdminEvent", "AudioFormat", "AudioFrame", "CacheEvent", "ChatMessage", "ControlEvent",
-    "ErrorReply", "GenerateChunk", "GenerateDone", "GenerateEvent", "GenerateRequest",
+    "ErrorReply", "GenerateCancel", "GenerateChunk", "GenerateDone", "GenerateEvent", "GenerateRequest",
     "GenerateTimings", "GpuStats", "Interrupt", "ListModelsReply", "ListModelsRequest",
     "LoadModelRequest", "LoadedModelStats", "META_HEADER", "ModelEvent", "ModelInfo",
     "ModelMetrics", "ModelRef", "ModelReply", "ReplyChunk", "ResourceSnapshot", "SAMPLE_WIDTH",

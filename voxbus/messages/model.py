@@ -76,6 +76,16 @@ class GenerateRequest(_ModelRequest):
     conversation: str | None = None
     """Conversation id: the manager keeps its KV state so the next turn evaluates only new tokens."""
     options: SamplingOptions = msgspec.field(default_factory=SamplingOptions)
+    session: str | None = None
+    """Session this generation speaks for: an interrupt event on that session stops it."""
+    request_id: str | None = None
+    """Lets the caller stop this generation with a GenerateCancel (e.g. when it stops listening)."""
+
+
+class GenerateCancel(Struct, kw_only=True):
+    """On ``{p}.model.llm.cancel`` (every manager listens): stop a running generation."""
+
+    request_id: str
 
 
 class Usage(Struct, kw_only=True):

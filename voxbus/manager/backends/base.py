@@ -112,6 +112,11 @@ class TtsBackend(Backend):
 
 class LlmBackend(Backend):
     kind = "llm"
+    conversations = None  # a manager.conversations.ConversationStore, attached after load
+
+    def snapshot_loader(self) -> Callable[[bytes], Any] | None:
+        """How to read a spilled conversation state back; None: no conversation states."""
+        return None
 
     def generate(
         self,
@@ -120,6 +125,8 @@ class LlmBackend(Backend):
         options: dict[str, Any],
         on_text: Callable[[str], None],
         cancelled: Callable[[], bool],
+        conversation: str | None = None,
     ) -> GenerateResult:
-        """Stream text pieces to on_text as they are produced; stop early when cancelled()."""
+        """Stream text pieces to on_text as they are produced; stop early when cancelled().
+        With a conversation id, resume that conversation's cached state and keep the new one."""
         raise NotImplementedError

@@ -13,6 +13,8 @@ from typing import Any, Callable
 import llama_cpp
 from llama_cpp import Llama
 
+from voxbus.manager.backends import llama_state
+from voxbus.manager.backends.chat_template import FALLBACKS
 from voxbus.manager.backends.base import (
     BackendError, GenerateResult, LlmBackend, LoadSpec, UnsupportedQuantization,
 )
@@ -73,6 +75,11 @@ class LlamaBackend(LlmBackend):
         self.llm: Llama | None = None
         self.path: Path | None = None
         self.file_type: str | None = None
+        self.owner: str | None = None  # the conversation whose tokens the context holds now
+        self.chat_fallback = None  # (formatter, stops) when the GGUF has no chat template
+
+    def snapshot_loader(self):
+        return llama_state.KvSnapshot.from_bytes
 
     def load(self, spec: LoadSpec) -> None:
         if not spec.path.is_file():
@@ -95,6 +102,9 @@ class LlamaBackend(LlmBackend):
         )
         self.path = path
         self.file_type = target or source_type
+        meta = self.llm.metadata
+        if "tokenizer.chat_template" not in meta and "chat_format" not in spec.options:
+            self.chat_fallback = FALLBACKS.get(meta.get("general.architecture", ""))
 
     def generate(
         self,
@@ -103,6 +113,7 @@ class LlamaBackend(LlmBackend):
         options: dict[str, Any],
         on_text: Callable[[str], None],
         cancelled: Callable[[], bool],
+        conversation: str | None = None,
     ) -> GenerateResult:
         llm = self.llm
         assert llm is not None, "generate before load"
@@ -112,30 +123,49 @@ class LlamaBackend(LlmBackend):
             repeat_penalty=options.get("repeat_penalty", 1.1), stop=options.get("stop") or None,
             seed=options.get("seed"), stream=True,
         )
-        cached = 0
-        if messages is not None:
+        store = self.conversations
+        if conversation and store is not None and self.owner != conversation:
+            snap = store.get(conversation)
+            # Without a snapshot the context keeps whatever it holds: llama.cpp still reuses the
+            # longest common token prefix (a shared system prompt), which is always correct.
+            if snap is not None and not llama_state.restore(llm, snap):
+                log.warning("restoring conversation %s failed; recomputing it", conversation)
+        before = llm.input_ids[: llm.n_tokens].copy()
+        chat = messages is not None and self.chat_fallback is None
+        if chat:
             stream = llm.create_chat_completion(messages=messages, **sampling)
         else:
-            tokens = llm.tokenize(prompt.encode(), add_bos=True)
-            cached = Llama.longest_token_prefix(llm._input_ids[: llm.n_tokens].tolist(), tokens)
+            if messages is not None:  # the family's template, rendered here (see chat_template.py)
+                render, stops = self.chat_fallback
+                prompt = render(messages)
+                sampling["stop"] = (sampling["stop"] or []) + stops
             stream = llm.create_completion(prompt, **sampling)
         pieces: list[str] = []
         finish = "stop"
-        for chunk in stream:
-            if cancelled():
-                finish = "cancelled"
-                stream.close()
-                break
-            choice = chunk["choices"][0]
-            text = choice.get("text") if messages is None else (choice.get("delta") or {}).get("content")
-            if text:
-                pieces.append(text)
-                on_text(text)
-            if choice.get("finish_reason"):
-                finish = choice["finish_reason"]
+        try:
+            for chunk in stream:
+                if cancelled():
+                    finish = "cancelled"
+                    break
+                choice = chunk["choices"][0]
+                text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+                if text:
+                    pieces.append(text)
+                    on_text(text)
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+        finally:
+            stream.close()
         completion = len(pieces)
+        prompt_tokens = max(llm.n_tokens - completion, 0)
+        cached = int(Llama.longest_token_prefix(before.tolist(), llm.input_ids[:prompt_tokens].tolist()))
+        if cached >= prompt_tokens:
+            cached = max(prompt_tokens - 1, 0)  # llama.cpp re-evaluates one token to get fresh logits
+        if conversation and store is not None:
+            store.put(conversation, llama_state.snapshot(llm))
+        self.owner = conversation
         return GenerateResult(
-            text="".join(pieces), prompt_tokens=max(llm.n_tokens - completion, 0),
+            text="".join(pieces), prompt_tokens=prompt_tokens,
             completion_tokens=completion, cached_tokens=cached, finish_reason=finish,
         )
 
@@ -144,6 +174,8 @@ class LlamaBackend(LlmBackend):
         return bool(llama_cpp.llama_supports_gpu_offload())
 
     def unload(self) -> None:
+        if self.conversations is not None:
+            self.conversations.spill_all()
         if self.llm is not None:
             self.llm.close()
         self.llm = None

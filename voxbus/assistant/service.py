@@ -1,0 +1,153 @@
+"""The assistant: each final transcript of a session becomes a chat turn.
+
+The conversation id is the session id, so the ModelManager keeps the session's KV state and each
+turn evaluates only its new tokens. Reply tokens stream to ``{p}.text.<sid>.reply`` as they come,
+and whole sentences go to the TTS service on ``{p}.tts.<sid>.say`` as soon as each is complete.
+An interrupt on the session stops the generation (the manager listens too) and the history keeps
+only what was actually said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from nats.aio.msg import Msg
+
+from voxbus.bus import Bus
+from voxbus.client.model_client import ModelClient
+from voxbus.errors import ModelError, ProtocolError
+from voxbus.messages import codec
+from voxbus.messages.control import SessionError
+from voxbus.messages.model import GenerateChunk, GenerateDone
+from voxbus.messages.text import ReplyChunk, SayRequest, Transcript
+from voxbus.sentences import SentenceSplitter
+from voxbus.stt.consumers import bind_resuming
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TurnTimes:
+    transcript_at: float = 0.0
+    first_token_at: float = 0.0
+    done_at: float = 0.0
+
+
+@dataclass
+class _Conversation:
+    messages: list[dict] = field(default_factory=list)
+    turn: int = 0
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    worker: asyncio.Task | None = None
+
+
+class Assistant:
+    def __init__(self, bus: Bus, models: ModelClient | None = None) -> None:
+        self.bus = bus
+        self.subjects = bus.subjects
+        self.cfg = bus.config.assistant
+        self.models = models or ModelClient.from_bus(bus)
+        self.conversations: dict[str, _Conversation] = {}
+        self.times: dict[tuple[str, int], TurnTimes] = {}  # for latency reports (voxbus demo)
+        self._subs: list = []
+
+    async def __aenter__(self) -> "Assistant":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self._subs = [await bind_resuming(
+            self.bus.js, stream=self.subjects.stream("text"), durable=self.subjects.consumer("assistant"),
+            filter_subject=self.subjects.all_transcripts(), cb=self._on_transcript, ack_wait=120.0,
+            max_ack_pending=10000, start_new=True)]
+        log.info("assistant answering %s", self.subjects.all_transcripts())
+
+    async def stop(self) -> None:
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:
+                log.debug("unsubscribe: %s", exc)
+        workers = [c.worker for c in self.conversations.values() if c.worker is not None]
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _on_transcript(self, msg: Msg) -> None:
+        try:
+            t = codec.decode(msg.data, Transcript)
+        except ProtocolError as exc:
+            log.warning("ignoring a malformed transcript on %s: %s", msg.subject, exc)
+            await msg.term()
+            return
+        if not t.text.strip():
+            await msg.ack()
+            return
+        conv = self.conversations.get(t.session)
+        if conv is None:
+            conv = self.conversations[t.session] = _Conversation(
+                messages=[{"role": "system", "content": self.cfg.system_prompt}])
+        conv.queue.put_nowait((t, msg, time.monotonic()))
+        if conv.worker is None or conv.worker.done():
+            conv.worker = asyncio.create_task(self._answer_all(t.session, conv), name=f"assistant-{t.session}")
+
+    async def _answer_all(self, sid: str, conv: _Conversation) -> None:
+        while not conv.queue.empty():
+            t, msg, arrived = conv.queue.get_nowait()
+            try:
+                await self.answer(sid, conv, t.text, arrived)
+            except ModelError as exc:
+                await self._error(sid, exc.code, f"no reply to {t.text[:40]!r}: {exc.message}")
+            except Exception:
+                log.exception("session %s: answering failed", sid)
+            await msg.ack()
+
+    async def answer(self, sid: str, conv: _Conversation, text: str, arrived: float) -> str:
+        """One turn: stream the reply to the reply subject and, sentence by sentence, to TTS."""
+        turn = conv.turn
+        conv.turn += 1
+        times = self.times[sid, turn] = TurnTimes(transcript_at=arrived)
+        conv.messages.append({"role": "user", "content": text})
+        splitter = SentenceSplitter()
+        said: list[str] = []
+        index = 0
+        final_text = ""
+        async for event in self.models.generate(messages=conv.messages, conversation=sid, session=sid,
+                                                model=self.cfg.model, max_tokens=self.cfg.max_tokens,
+                                                temperature=self.cfg.temperature):
+            if isinstance(event, GenerateChunk):
+                times.first_token_at = times.first_token_at or time.monotonic()
+                await self._publish_reply(sid, turn, index, event.text, False)
+                index += 1
+                said.append(event.text)
+                for sentence in splitter.feed(event.text):
+                    await self._say(sid, turn, sentence, final=False)
+            elif isinstance(event, GenerateDone):
+                final_text = event.text
+        times.done_at = time.monotonic()
+        for sentence in splitter.flush():
+            await self._say(sid, turn, sentence, final=False)
+        await self._say(sid, turn, "", final=True)
+        await self._publish_reply(sid, turn, index, "", True)
+        # What was actually said (an interrupted reply keeps only its spoken part).
+        conv.messages.append({"role": "assistant", "content": final_text or "".join(said)})
+        return final_text
+
+    async def _publish_reply(self, sid: str, turn: int, index: int, text: str, final: bool) -> None:
+        chunk = ReplyChunk(session=sid, turn=turn, index=index, text=text, final=final)
+        await self.bus.nc.publish(self.subjects.reply(sid), codec.encode(chunk))
+
+    async def _say(self, sid: str, turn: int, text: str, final: bool) -> None:
+        req = SayRequest(text=text, turn=turn, voice=self.cfg.voice, final=final)
+        await self.bus.js.publish(self.subjects.say(sid), codec.encode(req))
+
+    async def _error(self, sid: str, code: str, message: str) -> None:
+        log.warning("session %s: %s: %s", sid, code, message)
+        event = SessionError(session=sid, ts=time.time(), code=code, message=message)
+        await self.bus.js.publish(self.subjects.control(sid, "error"), codec.encode(event))

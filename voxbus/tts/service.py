@@ -1,0 +1,166 @@
+"""The TTS service: text to speak for a session in, numbered audio chunks out.
+
+Consumes ``{p}.tts.<sid>.say`` (SayRequest: whole texts, or a streamed reply in pieces with
+``final=False`` until its last piece) through a durable consumer, cuts the text into sentences as
+it arrives, asks the ModelManager to synthesize each in the format the request names (the manager
+resamples and converts), and publishes SpeechChunks to ``{p}.audio.<sid>.out`` with a final
+marker per turn. An interrupt on the session drops its queued text and stops its audio at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from nats.aio.msg import Msg
+
+from voxbus.bus import Bus
+from voxbus.client.model_client import ModelClient
+from voxbus.errors import ModelError, ProtocolError
+from voxbus.messages import codec
+from voxbus.messages.audio import AudioFormat, SpeechChunk
+from voxbus.messages.control import SessionError
+from voxbus.messages.text import SayRequest
+from voxbus.sentences import SentenceSplitter
+from voxbus.stt.consumers import bind_resuming
+
+log = logging.getLogger(__name__)
+
+CHUNK_S = 0.5
+"""Audio per published chunk: small enough to start playing early, far below max_payload."""
+
+
+@dataclass
+class _Piece:
+    text: str
+    turn: int
+    voice: str | None
+    format: AudioFormat | None
+    final: bool  # the last piece of its turn
+
+
+@dataclass
+class _Session:
+    sid: str
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    splitters: dict[int, SentenceSplitter] = field(default_factory=dict)
+    seq: int = 0
+    epoch: int = 0  # bumped by an interrupt: audio of an older epoch is never published
+    worker: asyncio.Task | None = None
+
+
+class TtsService:
+    def __init__(self, bus: Bus, models: ModelClient | None = None) -> None:
+        self.bus = bus
+        self.subjects = bus.subjects
+        self.models = models or ModelClient.from_bus(bus)
+        self.sessions: dict[str, _Session] = {}
+        self._subs: list = []
+        self.first_chunk_at: dict[tuple[str, int], float] = {}  # (session, turn) -> monotonic, for latency reports
+
+    async def __aenter__(self) -> "TtsService":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self._subs = [
+            await bind_resuming(self.bus.js, stream=self.subjects.stream("text"), durable=self.subjects.consumer("tts"),
+                                filter_subject=self.subjects.all_say(), cb=self._on_say, ack_wait=60.0,
+                                max_ack_pending=10000, start_new=True),
+            await self.bus.nc.subscribe(self.subjects.all_control("interrupt"), cb=self._on_interrupt),
+        ]
+        log.info("TTS service consuming %s", self.subjects.all_say())
+
+    async def stop(self) -> None:
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:
+                log.debug("unsubscribe: %s", exc)
+        workers = [s.worker for s in self.sessions.values() if s.worker is not None]
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+    def _session(self, sid: str) -> _Session:
+        s = self.sessions.get(sid)
+        if s is None:
+            s = self.sessions[sid] = _Session(sid)
+        if s.worker is None or s.worker.done():
+            s.worker = asyncio.create_task(self._speak(s), name=f"tts-{sid}")
+        return s
+
+    async def _on_say(self, msg: Msg) -> None:
+        sid = self.subjects.session_from(msg.subject)
+        try:
+            req = codec.decode(msg.data, SayRequest)
+        except ProtocolError as exc:
+            await msg.term()
+            await self._error(sid, "bad_request", str(exc))
+            return
+        # Acknowledged at once: after a crash, a reply's stale speech is not worth speaking late.
+        await msg.ack()
+        s = self._session(sid)
+        splitter = s.splitters.setdefault(req.turn, SentenceSplitter())
+        pieces = splitter.feed(req.text) + (splitter.flush() if req.final else [])
+        if req.final:
+            s.splitters.pop(req.turn, None)
+            pieces = pieces or [""]  # still send the turn's final marker
+        for i, text in enumerate(pieces):
+            s.queue.put_nowait(_Piece(text, req.turn, req.voice, req.format, req.final and i == len(pieces) - 1))
+
+    async def _on_interrupt(self, msg: Msg) -> None:
+        sid = self.subjects.session_from(msg.subject)
+        s = self.sessions.get(sid)
+        if s is None:
+            return
+        s.epoch += 1
+        s.splitters.clear()
+        dropped = 0
+        while not s.queue.empty():
+            s.queue.get_nowait()
+            dropped += 1
+        log.info("interrupt: session %s dropped %d queued sentences", sid, dropped)
+
+    async def _speak(self, s: _Session) -> None:
+        while True:
+            piece: _Piece = await s.queue.get()
+            epoch = s.epoch
+            try:
+                if piece.text:
+                    await self._synthesize(s, piece, epoch)
+                if piece.final and epoch == s.epoch:
+                    await self._publish(s, SpeechChunk(format=piece.format or AudioFormat(), seq=s.seq,
+                                                       turn=piece.turn, final=True), b"")
+            except ModelError as exc:
+                await self._error(s.sid, exc.code, f"cannot speak {piece.text[:40]!r}: {exc.message}")
+            except Exception:
+                log.exception("session %s: speaking failed", s.sid)
+
+    async def _synthesize(self, s: _Session, piece: _Piece, epoch: int) -> None:
+        model, _, speaker = (piece.voice or "").partition(":")
+        pcm, meta = await self.models.synthesize(piece.text, model=model or None, voice=speaker or None,
+                                                 format=piece.format)
+        if epoch != s.epoch:
+            return  # interrupted while synthesizing: this audio is never published
+        step = max(int(meta.format.rate * CHUNK_S), 1) * meta.format.frame_bytes
+        for i in range(0, len(pcm), step):
+            if epoch != s.epoch:
+                return
+            await self._publish(s, SpeechChunk(format=meta.format, seq=s.seq, turn=piece.turn,
+                                               text=piece.text if i == 0 else ""), pcm[i:i + step])
+
+    async def _publish(self, s: _Session, chunk: SpeechChunk, pcm: bytes) -> None:
+        s.seq += 1
+        self.first_chunk_at.setdefault((s.sid, chunk.turn), time.monotonic())
+        await self.bus.js.publish(self.subjects.audio_out(s.sid), pcm, headers=codec.meta_headers(chunk))
+
+    async def _error(self, sid: str, code: str, message: str) -> None:
+        log.warning("session %s: %s: %s", sid, code, message)
+        event = SessionError(session=sid, ts=time.time(), code=code, message=message)
+        await self.bus.js.publish(self.subjects.control(sid, "error"), codec.encode(event))

@@ -1,0 +1,166 @@
+"""Speech out: the TTS service and `voxbus say`, interrupts, and the assistant turning a
+transcript into a streamed, spoken reply. Real server, real manager and models."""
+
+import asyncio
+import sys
+import time
+
+import numpy as np
+import pytest
+import pytest_asyncio
+import soundfile as sf
+
+from tests.helpers import embedded_config, make_config, running_manager, wer
+from voxbus.assistant import Assistant
+from voxbus.client import ModelClient
+from voxbus.messages import (
+    AudioFormat, GenerateChunk, GenerateDone, Interrupt, ReplyChunk, SayRequest, SpeechChunk, Transcript, codec,
+)
+from voxbus.server import NatsServer
+from voxbus.tts import TtsService
+
+pytestmark = [pytest.mark.models, pytest.mark.asyncio(loop_scope="module")]
+
+LONG_TEXT = " ".join(f"This is sentence number {w} of a long announcement that keeps going." for w in
+                     ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tts")
+    models = {}
+    try:
+        from voxbus.manager.backends.coqui_testmodel import build_random_vits
+
+        model_path, config_path = build_random_vits(tmp / "vits")
+        models = {"coqui-test": {"kind": "tts", "backend": "coqui",
+                                 "source": {"path": str(model_path), "config": str(config_path)}}}
+    except ImportError:  # the coqui extra is not installed: the Coqui test says so and skips
+        pass
+    async with NatsServer(embedded_config(), store_dir=tmp / "js") as server:
+        config = make_config(server.url, tmp / "cache", models=models,
+                             assistant={"temperature": 0.0, "max_tokens": 24})
+        async with running_manager(config) as (bus, manager):
+            async with TtsService(bus), Assistant(bus) as assistant:
+                yield server, bus, ModelClient.from_bus(bus), assistant, tmp, bool(models)
+
+
+async def voxbus(*args: str, timeout: float = 240) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "voxbus", *args,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_say_writes_a_wav_whose_transcription_matches(stack):
+    server, bus, client, _, tmp, _ = stack
+    text = "Please remember to water the plants before you leave."
+    out = tmp / "say.wav"
+    rc, stdout, err = await voxbus("say", text, "-o", str(out), "--nats", server.url)
+    assert rc == 0, err
+    audio, rate = sf.read(str(out), dtype="int16")
+    assert rate == 22050 and len(audio) / rate > 1.5
+    reply = await client.transcribe(audio.tobytes(), AudioFormat(rate=rate))
+    assert wer(text, reply.text) <= 0.1, reply.text
+    out16 = tmp / "say16.wav"
+    rc, stdout, err = await voxbus("say", text, "-o", str(out16), "--rate", "16000", "--sample", "f32le",
+                                   "--nats", server.url)
+    info = sf.info(str(out16))
+    assert rc == 0 and info.samplerate == 16000 and info.subtype == "FLOAT", err
+
+
+async def test_a_coqui_voice_works_through_the_same_path(stack):
+    server, bus, client, _, tmp, has_coqui = stack
+    if not has_coqui:
+        pytest.skip("the coqui extra is not installed")
+    out = tmp / "coqui.wav"
+    rc, stdout, err = await voxbus("say", "Hello from a Coqui voice.", "--voice", "coqui-test", "-o", str(out),
+                                   "--nats", server.url)
+    assert rc == 0, err
+    audio, rate = sf.read(str(out), dtype="int16")
+    assert rate == 16000 and len(audio) > 1600 and np.abs(audio).max() > 0  # random weights: noise, not words
+
+
+async def collect_chunks(bus, sid):
+    got: list[tuple[float, SpeechChunk, int]] = []
+
+    async def on_chunk(msg):
+        got.append((time.monotonic(), codec.decode_meta(msg.headers, SpeechChunk), len(msg.data)))
+
+    return got, await bus.nc.subscribe(bus.subjects.audio_out(sid), cb=on_chunk)
+
+
+async def test_interrupt_stops_speech_of_that_session_only(stack):
+    _, bus, client, _, _, _ = stack
+    got_a, sub_a = await collect_chunks(bus, "tts-a")
+    got_b, sub_b = await collect_chunks(bus, "tts-b")
+    for sid in ("tts-a", "tts-b"):
+        await bus.js.publish(bus.subjects.say(sid), codec.encode(SayRequest(text=LONG_TEXT, final=True)))
+    while not got_a:
+        await asyncio.sleep(0.005)
+    t_int = time.monotonic()
+    await bus.nc.publish(bus.subjects.control("tts-a", "interrupt"), codec.encode(Interrupt(session="tts-a")))
+    for _ in range(600):
+        if any(c.final for _, c, _ in got_b):
+            break
+        await asyncio.sleep(0.05)
+    await sub_a.unsubscribe()
+    await sub_b.unsubscribe()
+    late = [t - t_int for t, c, n in got_a if n and t - t_int > 0.1]
+    assert not late, f"audio of the interrupted session kept coming {late}s after the interrupt"
+    spoken_b = [c.text for _, c, _ in got_b if c.text]
+    assert len(spoken_b) == 10 and got_b[-1][1].final  # the other session said all of it
+    assert [c.seq for _, c, _ in got_b] == list(range(len(got_b)))
+
+
+async def test_generation_stops_on_interrupt_and_when_the_caller_leaves(stack):
+    _, bus, client, _, _, _ = stack
+    stream = client.generate("Here is a very long story about a dragon. Once upon a time", session="gen-a",
+                             max_tokens=400, temperature=0.0)
+    chunks = 0
+    t_int = None
+    async for event in stream:
+        if isinstance(event, GenerateChunk):
+            chunks += 1
+            if chunks == 5:
+                t_int = time.monotonic()
+                await bus.nc.publish(bus.subjects.control("gen-a", "interrupt"), codec.encode(Interrupt(session="gen-a")))
+        elif isinstance(event, GenerateDone):
+            done, t_done = event, time.monotonic()
+    assert done.finish_reason == "cancelled" and done.usage.completion_tokens < 400
+    assert t_done - t_int < 0.1, f"generation ran {t_done - t_int:.3f}s past the interrupt"
+    # A caller that stops listening frees the model at once for the next request.
+    async for event in client.generate("Another long story begins here:", max_tokens=400, temperature=0.0):
+        break
+    t0 = time.monotonic()
+    quick = await client.complete("Hi", max_tokens=2, temperature=0.0)
+    assert time.monotonic() - t0 < 1.5 and quick.timings.queue_ms < 500
+
+
+async def test_assistant_streams_a_reply_and_speaks_it(stack):
+    _, bus, client, assistant, _, _ = stack
+    sid = "asst-1"
+    replies: list[ReplyChunk] = []
+
+    async def on_reply(msg):
+        replies.append(codec.decode(msg.data, ReplyChunk))
+
+    got, sub = await collect_chunks(bus, sid)
+    rsub = await bus.nc.subscribe(bus.subjects.reply(sid), cb=on_reply)
+    for text in ("What color is the sky?", "And the grass?"):
+        turn = len([r for r in replies if r.final])
+        t = Transcript(session=sid, utterance=turn, text=text, start=0.0, end=1.0)
+        await bus.js.publish(bus.subjects.transcript(sid), codec.encode(t), headers={"Nats-Msg-Id": f"{sid}:{turn}"})
+        for _ in range(600):
+            if any(c.final and c.turn == turn for _, c, _ in got) and any(r.final and r.turn == turn for r in replies):
+                break
+            await asyncio.sleep(0.05)
+    await sub.unsubscribe()
+    await rsub.unsubscribe()
+    for turn in (0, 1):
+        text = "".join(r.text for r in replies if r.turn == turn)
+        assert text.strip() and [r.index for r in replies if r.turn == turn] == list(range(len(
+            [r for r in replies if r.turn == turn])))
+        assert any(n for _, c, n in got if c.turn == turn)  # spoken
+    times = assistant.times[sid, 1]
+    assert times.first_token_at and times.done_at >= times.first_token_at

@@ -127,12 +127,13 @@ class Assistant:
                 index += 1
                 said.append(event.text)
                 for sentence in splitter.feed(event.text):
-                    await self._say(sid, turn, sentence, final=False)
+                    # The trailing space tells the TTS splitter the sentence is complete.
+                    await self._say(sid, turn, sentence + " ", final=False)
             elif isinstance(event, GenerateDone):
                 final_text = event.text
         times.done_at = time.monotonic()
         for sentence in splitter.flush():
-            await self._say(sid, turn, sentence, final=False)
+            await self._say(sid, turn, sentence + " ", final=False)
         await self._say(sid, turn, "", final=True)
         await self._publish_reply(sid, turn, index, "", True)
         # What was actually said (an interrupted reply keeps only its spoken part).

@@ -9,19 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_voxbus
+
 pytestmark = pytest.mark.models
 
-
-async def voxbus(*args: str, timeout: float = 300):
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "voxbus", *args,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_demo_runs_the_voice_loop_with_nothing_running(tmp_path):
     out_wav = tmp_path / "reply.wav"
-    rc, out, err = await voxbus("demo", "What is the weather like today?", "-o", str(out_wav))
+    rc, out, err = await run_voxbus("demo", "What is the weather like today?", "-o", str(out_wav))
     assert rc == 0, err
     assert "you said: What is the weather like today?" in out
     assert "assistant:" in out and out_wav.is_file() and str(out_wav) in out
@@ -31,16 +27,16 @@ async def test_demo_runs_the_voice_loop_with_nothing_running(tmp_path):
 
 
 async def test_ask_streams_and_keeps_the_conversation(tmp_path):
-    rc, out, err = await voxbus("ask", "Say hello.", "--conversation", "chat-1", "--max-tokens", "8",
+    rc, out, err = await run_voxbus("ask", "Say hello.", "--conversation", "chat-1", "--max-tokens", "8",
                                 "--temperature", "0")
     assert rc == 0 and out.strip(), err
     assert "prompt tokens from cache" in err
-    rc, out2, err2 = await voxbus("ask", "Again please.", "--conversation", "chat-1", "--max-tokens", "8")
+    rc, out2, err2 = await run_voxbus("ask", "Again please.", "--conversation", "chat-1", "--max-tokens", "8")
     assert rc == 0, err2
     saved = json.loads((Path(os.environ["XDG_DATA_HOME"]) / "voxbus" / "conversations" / "chat-1.json").read_text())
     assert [m["role"] for m in saved] == ["system", "user", "assistant", "user", "assistant"]
     assert saved[3]["content"] == "Again please."
-    rc, _, err3 = await voxbus("ask", "x", "--conversation", "bad.id")
+    rc, _, err3 = await run_voxbus("ask", "x", "--conversation", "bad.id")
     assert rc == 2 and "contains a '.'" in err3
 
 

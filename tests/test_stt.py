@@ -3,7 +3,6 @@ driven through the CLI (`transcribe`, `publish`, `listen`, `replay`) the way use
 
 import asyncio
 import json
-import sys
 import time
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import pytest_asyncio
 import soundfile as sf
 
-from tests.helpers import embedded_config, make_config, running_manager, wer
+from tests.helpers import embedded_config, make_config, run_voxbus, running_manager, wer
 from tests.speech import speak, write_variant
 from voxbus.client import ModelClient
 from voxbus.history import stored
@@ -27,7 +26,7 @@ TEXTS = {
     "8k": ["We will meet at the station at noon.", "The train leaves from the northern platform."],
     "stereo44": ["My sister bought a new red bicycle.", "She rides it to work every morning."],
     "float": ["The museum opens early on Sunday.", "Tickets are sold at the front desk."],
-    "mp3": ["Water boils when it gets very hot.", "Ice melts when the sun comes out."],
+    "mp3": ["Water boils when it gets very hot.", "The children play in the park after school."],
     "flac": ["Our garden is full of yellow flowers.", "The bees visit them all summer long."],
 }
 
@@ -41,12 +40,6 @@ async def stack(tmp_path_factory):
             async with SttService(bus) as stt:
                 yield server, bus, stt, ModelClient.from_bus(bus), tmp
 
-
-async def voxbus(*args: str, timeout: float = 240) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "voxbus", *args,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def stored_of(bus, family: str, subject: str, tp):
@@ -62,7 +55,7 @@ async def test_transcribe_every_format_concurrently_without_mixing_sessions(stac
                    "float": {"subtype": "FLOAT"}, "mp3": {"fmt": "MP3"}, "flac": {"fmt": "FLAC"}}[name]
         ext = {"mp3": "mp3", "flac": "flac"}.get(name, "wav")
         files.append(write_variant(audio, rate, tmp / f"{name}.{ext}", **variant))
-    rc, out, err = await voxbus("transcribe", "--json", "--nats", server.url, *map(str, files))
+    rc, out, err = await run_voxbus("transcribe", "--json", "--nats", server.url, *map(str, files))
     assert rc == 0, err
     docs = {d["file"]: d for d in json.loads(out)}
     assert len({d["session"] for d in docs.values()}) == len(files)
@@ -80,11 +73,11 @@ async def test_transcribe_prints_text_and_srt(stack):
     server, bus, stt, client, tmp = stack
     audio, rate = await speak(client, TEXTS["orig"])
     path = write_variant(audio, rate, tmp / "plain.wav")
-    rc, out, err = await voxbus("transcribe", "--nats", server.url, str(path))
+    rc, out, err = await run_voxbus("transcribe", "--nats", server.url, str(path))
     assert rc == 0, err
     lines = out.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("[00:00.") and wer(TEXTS["orig"][0], lines[0].split("] ", 1)[1]) <= 0.1
-    rc, out, err = await voxbus("transcribe", "--srt", "--nats", server.url, str(path))
+    rc, out, err = await run_voxbus("transcribe", "--srt", "--nats", server.url, str(path))
     assert rc == 0, err
     blocks = out.strip().split("\n\n")
     assert len(blocks) == 2 and blocks[1].startswith("2\n00:00:0") and " --> " in blocks[1]
@@ -93,7 +86,7 @@ async def test_transcribe_prints_text_and_srt(stack):
 async def test_bad_file_is_a_clear_error(stack, tmp_path):
     server, *_ = stack
     (tmp_path / "notaudio.wav").write_text("hello")
-    rc, out, err = await voxbus("transcribe", "--nats", server.url, str(tmp_path / "notaudio.wav"))
+    rc, out, err = await run_voxbus("transcribe", "--nats", server.url, str(tmp_path / "notaudio.wav"))
     assert rc == 1 and "notaudio.wav: cannot decode audio" in err and "Traceback" not in err
 
 
@@ -133,16 +126,16 @@ async def test_publish_listen_and_replay(stack):
                  "And the third mentions cherries."]
     audio, rate = await speak(client, sentences)
     path = write_variant(audio, rate, tmp / "replay.wav")
-    rc, out, err = await voxbus("publish", str(path), "--session", "rp-1", "--nats", server.url)
+    rc, out, err = await run_voxbus("publish", str(path), "--session", "rp-1", "--nats", server.url)
     assert rc == 0 and "to session rp-1" in out, err
-    rc, out, err = await voxbus("listen", "rp-1", "--from-start", "--json", "--nats", server.url, timeout=120)
+    rc, out, err = await run_voxbus("listen", "rp-1", "--from-start", "--json", "--nats", server.url, timeout=120)
     assert rc == 0, err
     got = [codec.decode(line, Transcript) for line in out.splitlines()]
     assert [t.utterance for t in got] == [0, 1, 2]
     assert all(wer(s, t.text) <= 0.1 for s, t in zip(sentences, got)), [t.text for t in got]
 
     wav = tmp / "rebuilt.wav"
-    rc, out, err = await voxbus("replay", "rp-1", "--audio-out", str(wav), "--nats", server.url)
+    rc, out, err = await run_voxbus("replay", "rp-1", "--audio-out", str(wav), "--nats", server.url)
     assert rc == 0, err
     published, _ = sf.read(str(path), dtype="int16")
     rebuilt, rebuilt_rate = sf.read(str(wav), dtype="int16")
@@ -150,7 +143,7 @@ async def test_publish_listen_and_replay(stack):
     assert out.count("#") == 3 and "(SessionEnd" in out and "(SessionTranscribed" in out
 
     middle = got[1]
-    rc, out, err = await voxbus("replay", "rp-1", "--since", str(middle.start + 0.05), "--until",
+    rc, out, err = await run_voxbus("replay", "rp-1", "--since", str(middle.start + 0.05), "--until",
                                 str(middle.end - 0.05), "--json", "--nats", server.url)
     assert rc == 0, err
     events = [json.loads(line) for line in out.splitlines()]
@@ -158,11 +151,11 @@ async def test_publish_listen_and_replay(stack):
     frames = [e for e in events if e["type"] == "audio"]
     assert frames and all(middle.start < e["t"] < middle.end for e in frames)
 
-    rc, out, err = await voxbus("replay", "rp-1", "--from-seq", "100", "--json", "--nats", server.url)
+    rc, out, err = await run_voxbus("replay", "rp-1", "--from-seq", "100", "--json", "--nats", server.url)
     seqs = [json.loads(line)["seq"] for line in out.splitlines() if '"audio"' in line]
     assert rc == 0 and seqs[0] == 100 and seqs == list(range(100, 100 + len(seqs)))
 
-    rc, out, err = await voxbus("replay", "nobody-here", "--nats", server.url)
+    rc, out, err = await run_voxbus("replay", "nobody-here", "--nats", server.url)
     assert rc == 1 and "nothing stored for session nobody-here" in err
 
 
@@ -171,9 +164,9 @@ async def test_publish_realtime_paces_like_a_live_source(stack, tmp_path):
     path = tmp_path / "tone.wav"
     sf.write(str(path), (np.sin(np.arange(16000) / 5) * 0.1).astype(np.float32), 16000)
     t0 = time.monotonic()
-    rc, out, err = await voxbus("publish", str(path), "--session", "rt-1", "--realtime", "--nats", server.url)
+    rc, out, err = await run_voxbus("publish", str(path), "--session", "rt-1", "--realtime", "--nats", server.url)
     assert rc == 0, err
     assert "published 50 frames" in out
     assert time.monotonic() - t0 >= 0.95  # one second of audio cannot be sent faster than real time
-    rc, out, err = await voxbus("publish", str(path), "--session", "bad.id", "--nats", server.url)
+    rc, out, err = await run_voxbus("publish", str(path), "--session", "bad.id", "--nats", server.url)
     assert rc == 2 and "contains a '.'" in err

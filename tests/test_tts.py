@@ -2,7 +2,6 @@
 transcript into a streamed, spoken reply. Real server, real manager and models."""
 
 import asyncio
-import sys
 import time
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 import pytest_asyncio
 import soundfile as sf
 
-from tests.helpers import embedded_config, make_config, running_manager, wer
+from tests.helpers import embedded_config, make_config, run_voxbus, running_manager, wer
 from voxbus.assistant import Assistant
 from voxbus.client import ModelClient
 from voxbus.messages import (
@@ -45,25 +44,19 @@ async def stack(tmp_path_factory):
                 yield server, bus, ModelClient.from_bus(bus), assistant, tmp, bool(models)
 
 
-async def voxbus(*args: str, timeout: float = 240) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "voxbus", *args,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    return proc.returncode, out.decode(), err.decode()
-
 
 async def test_say_writes_a_wav_whose_transcription_matches(stack):
     server, bus, client, _, tmp, _ = stack
     text = "Please remember to water the plants before you leave."
     out = tmp / "say.wav"
-    rc, stdout, err = await voxbus("say", text, "-o", str(out), "--nats", server.url)
+    rc, stdout, err = await run_voxbus("say", text, "-o", str(out), "--nats", server.url)
     assert rc == 0, err
     audio, rate = sf.read(str(out), dtype="int16")
     assert rate == 22050 and len(audio) / rate > 1.5
     reply = await client.transcribe(audio.tobytes(), AudioFormat(rate=rate))
     assert wer(text, reply.text) <= 0.1, reply.text
     out16 = tmp / "say16.wav"
-    rc, stdout, err = await voxbus("say", text, "-o", str(out16), "--rate", "16000", "--sample", "f32le",
+    rc, stdout, err = await run_voxbus("say", text, "-o", str(out16), "--rate", "16000", "--sample", "f32le",
                                    "--nats", server.url)
     info = sf.info(str(out16))
     assert rc == 0 and info.samplerate == 16000 and info.subtype == "FLOAT", err
@@ -74,7 +67,7 @@ async def test_a_coqui_voice_works_through_the_same_path(stack):
     if not has_coqui:
         pytest.skip("the coqui extra is not installed")
     out = tmp / "coqui.wav"
-    rc, stdout, err = await voxbus("say", "Hello from a Coqui voice.", "--voice", "coqui-test", "-o", str(out),
+    rc, stdout, err = await run_voxbus("say", "Hello from a Coqui voice.", "--voice", "coqui-test", "-o", str(out),
                                    "--nats", server.url)
     assert rc == 0, err
     audio, rate = sf.read(str(out), dtype="int16")

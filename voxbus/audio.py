@@ -10,6 +10,13 @@ from voxbus.errors import InvalidAudio
 from voxbus.messages.audio import AudioFormat
 
 _DTYPES = {"s16le": np.dtype("<i2"), "s32le": np.dtype("<i4"), "f32le": np.dtype("<f4")}
+WAV_SUBTYPES = {"s16le": "PCM_16", "s32le": "PCM_32", "f32le": "FLOAT"}
+"""libsndfile subtype that stores each wire sample type without conversion."""
+
+
+def pcm_samples(data: bytes, fmt: AudioFormat) -> np.ndarray:
+    """Raw PCM as its own integer or float samples, shaped (frames, channels), no scaling."""
+    return np.frombuffer(data, dtype=_DTYPES[fmt.sample]).reshape(-1, fmt.channels)
 _SCALE = {"s16le": 32768.0, "s32le": 2147483648.0, "f32le": 1.0}
 
 

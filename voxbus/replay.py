@@ -17,7 +17,7 @@ import msgspec
 import numpy as np
 import soundfile as sf
 
-from voxbus.audio import float_to_pcm, pcm_to_float, to_mono
+from voxbus.audio import WAV_SUBTYPES, float_to_pcm, pcm_samples, pcm_to_float, to_mono
 from voxbus.bus import Bus
 from voxbus.history import stored
 from voxbus.messages import codec
@@ -25,8 +25,6 @@ from voxbus.messages.audio import AudioFormat, AudioFrame
 from voxbus.messages.control import ControlEvent
 from voxbus.messages.text import Transcript
 
-_WAV_SUBTYPE = {"s16le": "PCM_16", "s32le": "PCM_32", "f32le": "FLOAT"}
-_DTYPE = {"s16le": "<i2", "s32le": "<i4", "f32le": "<f4"}
 
 
 @dataclass
@@ -117,12 +115,12 @@ def write_wav(replay: Replay, path: str | Path) -> tuple[int, AudioFormat] | Non
     if not frames:
         return None
     fmt: AudioFormat = frames[0].body.format
-    with sf.SoundFile(str(path), "w", samplerate=fmt.rate, channels=fmt.channels, subtype=_WAV_SUBTYPE[fmt.sample],
+    with sf.SoundFile(str(path), "w", samplerate=fmt.rate, channels=fmt.channels, subtype=WAV_SUBTYPES[fmt.sample],
                       format="WAV") as out:
         for e in sorted(frames, key=lambda e: e.body.seq):
             pcm = e.payload if e.body.format == fmt else _convert(e.payload, e.body.format, fmt)
             if pcm:
-                out.write(np.frombuffer(pcm, dtype=_DTYPE[fmt.sample]).reshape(-1, fmt.channels))
+                out.write(pcm_samples(pcm, fmt))
     return len(frames), fmt
 
 

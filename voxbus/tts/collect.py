@@ -7,15 +7,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 
+from voxbus.audio import WAV_SUBTYPES, pcm_samples
 from voxbus.bus import Bus
 from voxbus.messages import codec
 from voxbus.messages.audio import AudioFormat, SpeechChunk
 
-_DTYPE = {"s16le": "<i2", "s32le": "<i4", "f32le": "<f4"}
-_SUBTYPE = {"s16le": "PCM_16", "s32le": "PCM_32", "f32le": "FLOAT"}
 
 
 @dataclass
@@ -38,8 +36,7 @@ class SpeechTurn:
         if self.format is None:
             raise ValueError("no audio arrived")
         fmt = self.format
-        samples = np.frombuffer(self.pcm, dtype=_DTYPE[fmt.sample]).reshape(-1, fmt.channels)
-        sf.write(str(path), samples, fmt.rate, subtype=_SUBTYPE[fmt.sample], format="WAV")
+        sf.write(str(path), pcm_samples(self.pcm, fmt), fmt.rate, subtype=WAV_SUBTYPES[fmt.sample], format="WAV")
         return Path(path)
 
 

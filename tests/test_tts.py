@@ -157,3 +157,22 @@ async def test_assistant_streams_a_reply_and_speaks_it(stack):
         assert any(n for _, c, n in got if c.turn == turn)  # spoken
     times = assistant.times[sid, 1]
     assert times.first_token_at and times.done_at >= times.first_token_at
+
+
+async def test_speech_comes_in_the_format_and_voice_the_session_asked_for(stack):
+    _, bus, client, _, _, _ = stack
+    from voxbus.messages import SessionStart
+
+    sid, wanted = "fmt-1", AudioFormat(rate=16000, channels=2, sample="s32le")
+    start = SessionStart(session=sid, output=wanted, voice="piper-joe")
+    await bus.js.publish(bus.subjects.control(sid, "start"), codec.encode(start))
+    got, sub = await collect_chunks(bus, sid)
+    await bus.js.publish(bus.subjects.say(sid), codec.encode(SayRequest(text="Testing the output format.")))
+    for _ in range(300):
+        if got and got[-1][1].final:
+            break
+        await asyncio.sleep(0.05)
+    await sub.unsubscribe()
+    audio = [c for _, c, n in got if n]
+    assert audio and all(c.format == wanted for c in audio)
+    assert all(n % wanted.frame_bytes == 0 for _, c, n in got)

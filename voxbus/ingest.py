@@ -61,7 +61,8 @@ class SessionPublisher:
 
     def __init__(self, bus: Bus, session: str, *, realtime: bool = False, frame_ms: int | None = None,
                  window: int | None = None, meta: dict[str, str] | None = None,
-                 on_frame: Callable[[int, float], None] | None = None) -> None:
+                 on_frame: Callable[[int, float], None] | None = None, output: AudioFormat | None = None,
+                 voice: str | None = None) -> None:
         self.bus = bus
         self.session = session
         self.subject = bus.subjects.audio_in(session)  # validates the session id up front
@@ -69,6 +70,7 @@ class SessionPublisher:
         self.frame_ms = frame_ms or bus.config.ingest.frame_ms
         self.window = window or bus.config.ingest.window
         self.meta = meta or {}
+        self.output, self.voice = output, voice  # what the session wants its speech replies as
         self.on_frame = on_frame  # progress: (frames sent, seconds of audio sent)
         self.js = bus.nc.jetstream(publish_async_max_pending=self.window)
         self.seq = 0
@@ -81,7 +83,8 @@ class SessionPublisher:
     async def start(self, fmt: AudioFormat | None = None) -> None:
         if not self._started:
             self._started = True
-            event = SessionStart(session=self.session, ts=time.time(), format=fmt, meta=self.meta)
+            event = SessionStart(session=self.session, ts=time.time(), format=fmt, meta=self.meta,
+                                 output=self.output, voice=self.voice)
             await self._store(self.bus.subjects.control(self.session, "start"), codec.encode(event))
 
     async def send(self, pcm: bytes, fmt: AudioFormat) -> None:

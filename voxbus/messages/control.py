@@ -17,8 +17,13 @@ class _Control(Struct, tag_field="type", kw_only=True):
 
 class SessionStart(_Control, tag="start"):
     format: AudioFormat | None = None
+    """Format of the audio the client will send."""
     meta: dict[str, str] = {}
     """Free-form labels (file name, language hint...)."""
+    output: AudioFormat | None = None
+    """Format the client wants synthesized speech in; None: each voice's own."""
+    voice: str | None = None
+    """TTS model id (or model:speaker) for this session's speech; None: the configured default."""
 
 
 class SessionEnd(_Control, tag="end"):

@@ -1,7 +1,8 @@
 """The TTS service: text to speak for a session in, numbered audio chunks out.
 
 Consumes ``{p}.tts.<sid>.say`` (SayRequest: whole texts, or a streamed reply in pieces with
-``final=False`` until its last piece) through a durable consumer, cuts the text into sentences as
+``final=False`` until its last piece; voice and format from the request, else from the session's
+start event) through a durable consumer, cuts the text into sentences as
 it arrives, asks the ModelManager to synthesize each in the format the request names (the manager
 resamples and converts), and publishes SpeechChunks to ``{p}.audio.<sid>.out`` with a final
 marker per turn. An interrupt on the session drops its queued text and stops its audio at once.
@@ -15,13 +16,14 @@ import time
 from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
 
 from voxbus.bus import Bus
 from voxbus.client.model_client import ModelClient
 from voxbus.errors import ModelError, ProtocolError
 from voxbus.messages import codec
 from voxbus.messages.audio import AudioFormat, SpeechChunk
-from voxbus.messages.control import SessionError
+from voxbus.messages.control import SessionError, SessionStart
 from voxbus.messages.text import SayRequest
 from voxbus.sentences import SentenceSplitter
 from voxbus.stt.consumers import bind_resuming
@@ -49,6 +51,8 @@ class _Session:
     seq: int = 0
     epoch: int = 0  # bumped by an interrupt: audio of an older epoch is never published
     worker: asyncio.Task | None = None
+    voice: str | None = None  # the session's own choices, from its start event
+    output: AudioFormat | None = None
 
 
 class TtsService:
@@ -87,13 +91,24 @@ class TtsService:
             w.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
 
-    def _session(self, sid: str) -> _Session:
+    async def _session(self, sid: str) -> _Session:
         s = self.sessions.get(sid)
         if s is None:
             s = self.sessions[sid] = _Session(sid)
+            await self._recall(s)
         if s.worker is None or s.worker.done():
             s.worker = asyncio.create_task(self._speak(s), name=f"tts-{sid}")
         return s
+
+    async def _recall(self, s: _Session) -> None:
+        """The voice and output format the session asked for when it started, if it did."""
+        try:
+            raw = await self.bus.js.get_last_msg(self.subjects.stream("ctl"), self.subjects.control(s.sid, "start"),
+                                                 direct=True)
+            start = codec.decode(raw.data, SessionStart)
+            s.voice, s.output = start.voice, start.output
+        except (NotFoundError, ProtocolError):
+            pass
 
     async def _on_say(self, msg: Msg) -> None:
         sid = self.subjects.session_from(msg.subject)
@@ -105,14 +120,15 @@ class TtsService:
             return
         # Acknowledged at once: after a crash, a reply's stale speech is not worth speaking late.
         await msg.ack()
-        s = self._session(sid)
+        s = await self._session(sid)
+        voice, fmt = req.voice or s.voice, req.format or s.output
         splitter = s.splitters.setdefault(req.turn, SentenceSplitter())
         pieces = splitter.feed(req.text) + (splitter.flush() if req.final else [])
         if req.final:
             s.splitters.pop(req.turn, None)
             pieces = pieces or [""]  # still send the turn's final marker
         for i, text in enumerate(pieces):
-            s.queue.put_nowait(_Piece(text, req.turn, req.voice, req.format, req.final and i == len(pieces) - 1))
+            s.queue.put_nowait(_Piece(text, req.turn, voice, fmt, req.final and i == len(pieces) - 1))
 
     async def _on_interrupt(self, msg: Msg) -> None:
         sid = self.subjects.session_from(msg.subject)

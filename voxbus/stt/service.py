@@ -321,8 +321,9 @@ class SttService:
         self.stats.utterances += 1
 
     async def _maybe_finish(self, s: SessionState) -> None:
-        if not (s.complete and s.flushed) or s.pending or s.worker is not None or s.done:
+        if not (s.complete and s.flushed) or s.pending or s.worker is not None or s.done or s.finishing:
             return
+        s.finishing = True  # the loop and the session's worker may both get here
         last_seq = s.end_seq if s.end_seq is not None else s.max_seq
         event = SessionTranscribed(session=s.sid, ts=time.time(), utterances=s.next_utterance,
                                    last_seq=last_seq if last_seq >= 0 else None)

@@ -67,6 +67,7 @@ class SessionState:
         self.flushed = False  # the last partial window went through the VAD
         self.transcribed_seq = -1  # last_seq of an earlier `transcribed` event of this session
         self.done = False  # every transcript is stored and the transcribed event published
+        self.finishing = False
         self.last_frame = time.monotonic()
         self.errors = 0
         self.worker = None  # asyncio task transcribing `pending`

@@ -102,8 +102,15 @@ class SessionState:
             self.resampler = None
 
     def slice(self, start: int, end: int) -> np.ndarray:
-        parts = [c[max(start - s, 0): max(end - s, 0)] for s, c in self.chunks if s < end and s + len(c) > start]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        parts = []
+        for s, c in reversed(self.chunks):  # what is asked for is almost always at the tail
+            if s + len(c) <= start:
+                break
+            if s < end:
+                parts.append(c[max(start - s, 0): max(end - s, 0)])
+        if not parts:
+            return np.zeros(0, dtype=np.float32)
+        return parts[0].copy() if len(parts) == 1 else np.concatenate(parts[::-1])
 
     # -- speech detection -------------------------------------------------------------------------
     def vad_input(self, final: bool = False) -> tuple[int, np.ndarray]:

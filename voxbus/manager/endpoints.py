@@ -13,6 +13,7 @@ from nats.aio.msg import Msg
 from voxbus.audio import float_to_pcm, pcm_to_model_input
 from voxbus.errors import BadRequest, ModelFailed
 from voxbus.manager.backends.base import BackendError
+from voxbus.manager.batcher import TranscribeBatcher
 from voxbus.manager.replies import ReplyChannel
 from voxbus.manager.slot import ModelSlot
 from voxbus.messages import codec
@@ -49,8 +50,13 @@ def _body(msg: Msg, tp):
 
 async def _run(slot: ModelSlot, fn, *args):
     """Run on the model's worker; a backend's own complaint about the input is the caller's error."""
+    return await _answer(slot, slot.timed(fn, *args))
+
+
+async def _answer(slot: ModelSlot, work):
+    """Await model work, mapping its failures to wire errors and counting them."""
     try:
-        return await slot.timed(fn, *args)
+        return await work
     except BackendError as exc:
         slot.stats.record_error()
         raise BadRequest(f"{slot.id}: {exc}") from None
@@ -62,10 +68,16 @@ async def _run(slot: ModelSlot, fn, *args):
 class Endpoints:
     def __init__(self, manager: "ModelManager") -> None:
         self.m = manager
+        self._batchers: dict[str, TranscribeBatcher] = {}
 
     @property
     def pool(self):
         return self.m.pool
+
+    def _batcher(self, slot: ModelSlot) -> TranscribeBatcher:
+        if slot.id not in self._batchers:
+            self._batchers[slot.id] = TranscribeBatcher(slot, self.m.config.batching)
+        return self._batchers[slot.id]
 
     # -- speech to text ------------------------------------------------------------------------
     async def transcribe(self, msg: Msg, reply: ReplyChannel) -> None:
@@ -74,16 +86,24 @@ class Endpoints:
         slot = self.pool.route(req.model, "stt", req.version)
         rate = 16000
         audio = await asyncio.to_thread(pcm_to_model_input, msg.data, req.format, rate)
-        async with self.pool.use(slot) as s:
-            result, queue_ms, infer_ms = await _run(s, s.backend.transcribe, audio, req.language,
-                                                    {"beam_size": req.beam_size})
-        s.stats.record(queue_ms, infer_ms, audio_s=result.duration)
+        options = {"beam_size": req.beam_size}
+        async with self.pool.use(slot) as s:  # held while waiting in the batcher too: never evicted
+            batcher = self._batcher(s)
+            if batcher.accepts(audio):
+                done = await _answer(s, batcher.submit(audio, req.language, options))
+                result, queue_ms, infer_ms, batch_size = done.result, done.queue_ms, done.infer_ms, done.batch_size
+            else:
+                result, queue_ms, infer_ms = await _run(s, s.backend.transcribe, audio, req.language, options)
+                batch_size = 1
+        # The model's metrics get this request's share of a batch: its real cost per utterance.
+        s.stats.record(queue_ms, infer_ms / batch_size, audio_s=result.duration)
         out = TranscribeReply(
             model=model_ref(slot), text=" ".join(seg.text for seg in result.segments).strip(),
             segments=[Segment(start=round(g.start, 3), end=round(g.end, 3), text=g.text) for g in result.segments],
             language=result.language, duration=round(result.duration, 3),
             timings=Timings(queue_ms=round(queue_ms, 2), inference_ms=round(infer_ms, 2),
                             total_ms=round((time.perf_counter() - t0) * 1000, 2)),
+            batch_size=batch_size,
         )
         await reply.send(codec.encode(out))
 

@@ -3,24 +3,54 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import numpy as np
 from faster_whisper import WhisperModel
+from faster_whisper.audio import pad_or_trim
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import get_suppressed_tokens
 
 from voxbus.manager.backends.base import BackendError, LoadSpec, Segment, SttBackend, TranscribeResult
 
 log = logging.getLogger(__name__)
+
+WINDOW_S = 30  # Whisper's encoder window: the longest audio a batch row can hold
+DEFAULT_PAD_S = 10  # see BatchingConfig.pad_seconds
+# A window ending right after the speech made the decoder repeat itself (a 4.8 s utterance in a
+# 5 s window); with at least a second of silence after the speech it did not (docs/BENCHMARKS.md).
+TAIL_S = 1.0
+# On a CPU the encoder is compute bound and batching only saves decoder time: past about 80 s
+# of padded audio per call (8 rows of 10 s, 2 of 30 s) a bigger batch was no faster per
+# utterance, and 16 rows of 30 s were slower than one by one (2 cores).
+CPU_BATCH_AUDIO_S = 80
+# Generation cap per row: fast speech is about 5 tokens/s, plus two timestamps per segment. A row
+# that reaches its cap is taken for a decoder stuck repeating itself and is redone through the
+# full 30 s path.
+TOKENS_PER_S = 8
+TOKENS_SLACK = 10
+
+
+def batch_window(seconds: float, pad_seconds: float) -> int:
+    """Padded window (whole seconds) for a row of this duration."""
+    return int(min(WINDOW_S, math.ceil(max(pad_seconds, seconds + TAIL_S))))
+
+
+def token_cap(seconds: float) -> int:
+    return math.ceil(seconds * TOKENS_PER_S) + TOKENS_SLACK
 
 
 class WhisperBackend(SttBackend):
     name = "faster_whisper"
     # CTranslate2 compute types; the manager maps 8-bit/16-bit to these.
     quantizations = ("int8", "int8_float32", "int8_float16", "int16", "float16", "bfloat16", "float32")
+    batch_max_seconds = WINDOW_S  # longer utterances take the one-by-one path
 
     def __init__(self) -> None:
         self.model: WhisperModel | None = None
         self.english_only = False
+        self._tokenizers: dict[str, tuple[Tokenizer, list[int]]] = {}
 
     def load(self, spec: LoadSpec) -> None:
         if not (spec.path / "model.bin").is_file():
@@ -50,6 +80,81 @@ class WhisperBackend(SttBackend):
         out = [Segment(start=s.start, end=s.end, text=s.text.strip()) for s in segments]
         return TranscribeResult(segments=out, language=info.language, duration=len(audio) / self.sample_rate)
 
+    def transcribe_batch(self, audios: list[np.ndarray], language: str | None,
+                         options: dict[str, Any]) -> list[TranscribeResult]:
+        """Several utterances (each at most 30 s) through one encoder and one decoder call per
+        window size; greedy (or beam) search, one segment per utterance.
+
+        WhisperModel.transcribe pads every input to 30 s of mel frames (most of the cost for a
+        short utterance); the CTranslate2 encoder accepts fewer frames, so rows are padded only to
+        batch_window(). Rows are grouped by window so one long utterance does not stretch the rest.
+        """
+        assert self.model is not None, "transcribe before load"
+        pad_s = float(options.get("pad_seconds", DEFAULT_PAD_S))
+        seconds = [len(a) / self.sample_rate for a in audios]
+        if max(seconds) > WINDOW_S:
+            raise BackendError(f"a batched utterance is at most {WINDOW_S} s, got {max(seconds):.1f} s")
+        groups: dict[int, list[int]] = {}
+        for i in sorted(range(len(audios)), key=seconds.__getitem__):
+            groups.setdefault(batch_window(seconds[i], pad_s), []).append(i)
+        results: list[TranscribeResult | None] = [None] * len(audios)
+        for window, rows in groups.items():
+            step = len(rows) if self.model.model.device != "cpu" else max(1, CPU_BATCH_AUDIO_S // window)
+            for at in range(0, len(rows), step):
+                chunk = rows[at:at + step]
+                decoded = self._decode([audios[i] for i in chunk], window, language, int(options.get("beam_size", 1)))
+                for i, (text, lang, runaway) in zip(chunk, decoded):
+                    if runaway:
+                        log.info("batched row of %.1f s hit its token cap; redoing it one by one", seconds[i])
+                        results[i] = self.transcribe(audios[i], language, options)
+                    else:
+                        segs = [Segment(start=0.0, end=seconds[i], text=text)] if text else []
+                        results[i] = TranscribeResult(segments=segs, language=lang, duration=seconds[i])
+        return results  # type: ignore[return-value]
+
+    def _decode(self, audios: list[np.ndarray], window: int, language: str | None,
+                beam_size: int) -> list[tuple[str, str, bool]]:
+        """(text, language, hit the token cap) per row, all padded to `window` seconds.
+
+        Short windows tempt the decoder to repeat itself. Two things kept it from that (192
+        utterances, docs/BENCHMARKS.md): padding the waveform with silence before the log-mel, as
+        Whisper's training audio was (rather than the mel frames with zeros), and decoding with
+        timestamps, so the model marks where the speech ends before it stops.
+        """
+        model = self.model
+        frames = window * model.frames_per_second
+        samples = window * self.sample_rate
+        feats = np.stack([pad_or_trim(model.feature_extractor(np.pad(a, (0, max(0, samples - len(a)))), padding=0),
+                                      frames) for a in audios])
+        encoded = model.encode(feats.astype(np.float32, copy=False))
+        lang = language if model.model.is_multilingual else None
+        tokenizer, suppress = self._tokenizer(lang or "en")
+        prompt = list(tokenizer.sot_sequence)  # timestamps on: no <|notimestamps|>
+        prompts = [list(prompt) for _ in audios]
+        langs = [lang or "en"] * len(audios)
+        if model.model.is_multilingual and lang is None:  # detect each row's own language
+            at = prompt.index(tokenizer.language)
+            for i, found in enumerate(model.model.detect_language(encoded)):
+                code = found[0][0]  # "<|xx|>"
+                prompts[i][at] = tokenizer.tokenizer.token_to_id(code)
+                langs[i] = code[2:-2]
+        caps = [token_cap(len(a) / self.sample_rate) for a in audios]
+        # CTranslate2 generates at most min(max_length / 2, max_length - prompt) tokens for Whisper.
+        max_length = min(model.max_length, max(2 * max(caps), max(caps) + len(prompt)))
+        limit = min(max_length // 2, max_length - len(prompt))
+        results = model.model.generate(encoded, prompts, beam_size=beam_size, max_length=max_length,
+                                       suppress_blank=True, suppress_tokens=suppress)
+        # decode() drops the timestamp tokens: one segment of text per row.
+        return [(tokenizer.decode(r.sequences_ids[0]).strip(), code, len(r.sequences_ids[0]) >= min(cap, limit))
+                for r, code, cap in zip(results, langs, caps)]
+
+    def _tokenizer(self, language: str) -> tuple[Tokenizer, list[int]]:
+        if language not in self._tokenizers:
+            tok = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task="transcribe",
+                            language=language)
+            self._tokenizers[language] = (tok, list(get_suppressed_tokens(tok, [-1])))
+        return self._tokenizers[language]
+
     @classmethod
     def supports_cuda(cls) -> bool:
         import ctranslate2  # a faster-whisper dependency; only backends may import it
@@ -58,6 +163,7 @@ class WhisperBackend(SttBackend):
 
     def unload(self) -> None:
         self.model = None
+        self._tokenizers.clear()
 
     def footprint_hint(self) -> int:
         return 0

@@ -17,7 +17,7 @@ from tests.helpers import embedded_config, make_config, running_manager, wer
 
 pytestmark = [pytest.mark.models, pytest.mark.asyncio(loop_scope="module")]
 
-SENTENCE = "The quick brown fox jumps over the lazy dog."
+SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank."
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -47,7 +47,7 @@ async def stack(tmp_path_factory):
 
 async def test_say_writes_a_wav_whose_transcription_matches(stack):
     server, bus, client, _, tmp, _ = stack
-    text = "Please remember to water the plants before you leave."
+    text = "Please remember to water the plants in the garden before you leave."
     out = tmp / "say.wav"
     rc, stdout, err = await run_voxbus("say", text, "-o", str(out), "--nats", server.url)
     assert rc == 0, err

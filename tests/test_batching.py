@@ -64,20 +64,28 @@ def batching(**over):
 
 
 async def test_a_full_batch_starts_at_once_and_the_overflow_forms_the_next(fake_slot):
-    batcher = TranscribeBatcher(fake_slot, batching(max_batch=4, max_wait_ms=1000))
+    batcher = TranscribeBatcher(fake_slot, batching(max_batch=4, max_wait_ms=1000, quiet_ms=1000))
     started = time.monotonic()
     outs = await asyncio.gather(*(batcher.submit(np.full(1600, float(i), np.float32), None, {}) for i in range(6)))
     assert [o.result.segments[0].text for o in outs] == [f"row {i}" for i in range(6)]
     assert [o.batch_size for o in outs] == [4, 4, 4, 4, 2, 2] and fake_slot.backend.calls == [4, 2]
-    # The first four did not wait for max_wait_ms; the last two waited for it, then went alone.
-    assert outs[0].queue_ms < 500 and time.monotonic() - started < 1.5
+    # The first four did not wait; the last two waited out max_wait_ms for company, then went.
+    assert outs[0].queue_ms < 500 and 1.0 <= time.monotonic() - started < 1.5
 
 
 async def test_a_lone_request_waits_at_most_max_wait(fake_slot):
-    batcher = TranscribeBatcher(fake_slot, batching(max_wait_ms=30))
+    batcher = TranscribeBatcher(fake_slot, batching(max_wait_ms=30, quiet_ms=1000))
     started = time.monotonic()
     out = await batcher.submit(np.ones(1600, np.float32), None, {})
-    assert out.batch_size == 1 and 0.03 <= time.monotonic() - started < 0.5
+    assert out.batch_size == 1 and 0.03 <= out.queue_ms / 1000 and time.monotonic() - started < 0.5
+
+
+async def test_a_quiet_gap_starts_the_batch_before_max_wait(fake_slot):
+    batcher = TranscribeBatcher(fake_slot, batching(max_batch=8, max_wait_ms=1000, quiet_ms=20))
+    started = time.monotonic()
+    outs = await asyncio.gather(*(batcher.submit(np.ones(1600, np.float32), None, {}) for _ in range(3)))
+    assert [o.batch_size for o in outs] == [3, 3, 3] and 0.02 <= outs[0].queue_ms / 1000
+    assert time.monotonic() - started < 0.5
 
 
 async def test_a_batch_that_fails_is_rerun_one_by_one_so_only_the_culprit_fails(fake_slot):

@@ -20,6 +20,12 @@ from voxbus.messages.audio import AudioFormat
 from voxbus.stt.cutter import Cut, CutterSettings, UtteranceCutter
 from voxbus.stt.vad import RATE, WINDOW, VadStream
 
+GROUP = 4 * WINDOW
+"""The VAD always runs on whole groups of 4 windows (128 ms), aligned to the session's start. A
+batched ONNX call rounds slightly differently from single ones, so letting arrival timing decide
+the grouping made speech probabilities, and so utterance edges, vary from run to run; fixed
+groups make them a function of the audio alone (and amortise the per-call cost)."""
+
 
 @dataclass
 class HeldFrame:
@@ -118,10 +124,10 @@ class SessionState:
         The VAD itself runs in a worker thread on this copy, so session state never crosses threads."""
         if final:
             self._flush_resampler()
-            tail = (self.buffered - self.vad_pos) % WINDOW
+            tail = (self.buffered - self.vad_pos) % GROUP
             if tail:
-                self._append(np.zeros(WINDOW - tail, dtype=np.float32))
-        n = (self.buffered - self.vad_pos) // WINDOW * WINDOW
+                self._append(np.zeros(GROUP - tail, dtype=np.float32))
+        n = (self.buffered - self.vad_pos) // GROUP * GROUP
         return self.vad_pos, self.slice(self.vad_pos, self.vad_pos + n)
 
     def apply(self, position: int, probs: np.ndarray, final: bool = False) -> list[Cut]:

@@ -18,12 +18,12 @@ log = logging.getLogger(__name__)
 
 WINDOW_S = 30  # Whisper's encoder window: the longest audio a batch row can hold
 DEFAULT_PAD_S = 10  # see BatchingConfig.pad_seconds
-# A window ending right after the speech made the decoder repeat itself (a 4.8 s utterance in a
-# 5 s window); with at least a second of silence after the speech it did not (docs/BENCHMARKS.md).
+# A window ending right after the speech made the decoder repeat itself; rows longer than
+# pad_seconds get at least a second of silence after them (docs/BENCHMARKS.md).
 TAIL_S = 1.0
 # On a CPU the encoder is compute bound and batching only saves decoder time: past about 80 s
 # of padded audio per call (8 rows of 10 s, 2 of 30 s) a bigger batch was no faster per
-# utterance, and 16 rows of 30 s were slower than one by one (2 cores).
+# utterance, and 8 or 16 rows of 30 s were slower than one by one (2 cores).
 CPU_BATCH_AUDIO_S = 80
 # Generation cap per row: fast speech is about 5 tokens/s, plus two timestamps per segment. A row
 # that reaches its cap is taken for a decoder stuck repeating itself and is redone through the

@@ -367,8 +367,8 @@ def print_step(r: dict) -> None:
           f"{'  WARNING: machine not idle' if r['cores_others'] > 0.25 else ''}")
     print(f"        STT CPU per frame: event-loop thread {r['loop_us_per_frame']:.0f} us, other threads (VAD) "
           f"{r['threads_us_per_frame']:.0f} us | {r['vad_batches_per_s']:.0f} VAD batches/s of "
-          f"{r['sessions_per_batch']:.0f} sessions; the loop spent {r['detect_share']:.0%} of the time in _detect "
-          f"(not taking frames) | {'KEEPS UP' if r['keeps_up'] else 'FALLS BEHIND'}"
+          f"{r['sessions_per_batch']:.0f} sessions; a detection pass in flight {r['detect_share']:.0%} of the time "
+          f"| {'KEEPS UP' if r['keeps_up'] else 'FALLS BEHIND'}"
           f"{'' if r['publisher_kept_pace'] else ' (publisher could not keep pace: offered load below N)'}")
 
 

@@ -90,10 +90,13 @@ async def test_bad_file_is_a_clear_error(stack, tmp_path):
     assert rc == 1 and "notaudio.wav: cannot decode audio" in err and "Traceback" not in err
 
 
+GOOD = "Everything is fine in this session and the weather outside is warm and sunny."
+
+
 async def test_malformed_frames_produce_error_events_and_other_sessions_go_on(stack):
     server, bus, stt, client, tmp = stack
     s = bus.subjects
-    audio, rate = await speak(client, ["Everything is fine in this session, and the weather outside is warm and sunny."])
+    audio, rate = await speak(client, [GOOD])
     fmt = AudioFormat(rate=16000)
     good = SessionPublisher(bus, "good-1")
     await good.start(fmt)
@@ -115,8 +118,8 @@ async def test_malformed_frames_produce_error_events_and_other_sessions_go_on(st
     assert sorted(e.code for e in errors) == ["bad_header", "bad_header", "bad_header", "invalid_audio"], errors
     assert any("not a whole number" in e.message and e.seq == 0 for e in errors)
     assert not await stored_of(bus, "ctl", s.control("good-1", "error"), SessionError)
-    [t] = await stored_of(bus, "text", s.transcript("good-1"), Transcript)
-    assert wer("Everything is fine in this session, and the weather outside is warm and sunny.", t.text) <= 0.1
+    kept = await stored_of(bus, "text", s.transcript("good-1"), Transcript)
+    assert kept and wer(GOOD, " ".join(t.text for t in kept)) <= 0.1, [t.text for t in kept]
     assert "bad-1" not in stt.sessions and "good-1" not in stt.sessions  # both finished and released
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 
 
@@ -24,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from nats.js.api import DeliverPolicy
 
     from voxbus.bus import open_bus
-    from voxbus.cli import load_for, run_async
+    from voxbus.cli import load_for, run_async, stop_on_signals
     from voxbus.messages import codec
     from voxbus.messages.control import SessionTranscribed
     from voxbus.messages.text import Transcript
@@ -34,10 +32,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_for(args)
 
     async def listen() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         async with open_bus(config, name="voxbus-listen", embed=False) as bus:
             s = bus.subjects
             try:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -18,16 +16,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def run(args: argparse.Namespace) -> int:
     from voxbus.bus import open_bus
-    from voxbus.cli import load_for, run_async
+    from voxbus.cli import load_for, run_async, stop_on_signals
     from voxbus.manager import ModelManager
 
     config = load_for(args)
 
     async def serve() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         async with open_bus(config, name="voxbus-manager") as bus:
             async with ModelManager(bus, manager_id=args.id) as manager:
                 print(f"model manager {manager.id} serving {len(manager.pool.slots)} models on {bus.url} "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 
 import msgspec
 
@@ -22,7 +21,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from voxbus.cli import load_for, run_async
+    from voxbus.cli import load_for, run_async, stop_on_signals
 
     config = load_for(args)
     emb = config.nats.embedded
@@ -31,10 +30,7 @@ def run(args: argparse.Namespace) -> int:
     emb = msgspec.structs.replace(emb, **changes)
 
     async def serve() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         async with NatsServer(emb) as server:
             print(f"nats-server ready: {server.url}  (JetStream store {server.store_dir}, "
                   f"monitoring http://127.0.0.1:{server.monitor_port}, pid {server.pid})", flush=True)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -18,7 +16,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 def run(args: argparse.Namespace) -> int:
     from voxbus.assistant import Assistant
     from voxbus.bus import open_bus
-    from voxbus.cli import load_for, run_async
+    from voxbus.cli import load_for, run_async, stop_on_signals
     from voxbus.manager import ModelManager
     from voxbus.stt import SttService
     from voxbus.tts import TtsService
@@ -26,10 +24,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_for(args)
 
     async def up() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         async with open_bus(config, name="voxbus-up") as bus:
             async with ModelManager(bus) as manager:
                 if args.preload:

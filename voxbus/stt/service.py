@@ -26,8 +26,9 @@ from voxbus.client.model_client import ModelClient
 from voxbus.errors import InvalidAudio, ModelError, ProtocolError
 from voxbus.messages import codec
 from voxbus.messages.audio import AudioFormat, AudioFrame
-from voxbus.messages.control import SessionEnd, SessionError, SessionTranscribed
+from voxbus.messages.control import SessionEnd, SessionTranscribed
 from voxbus.messages.text import Segment, Timings, Transcript
+from voxbus.session_errors import report_session_error
 from voxbus.stt.consumers import bind_resuming
 from voxbus.stt.cutter import CutterSettings
 from voxbus.stt.session import HeldFrame, SessionState, Utterance
@@ -240,13 +241,7 @@ class SttService:
             await self._error_event(s, code, message, seq, msg_id=f"{s.sid}:error:{msg.metadata.sequence.stream}")
 
     async def _error_event(self, s: SessionState, code: str, message: str, seq: int | None, msg_id: str) -> None:
-        log.warning("session %s: %s: %s", s.sid, code, message)
-        event = SessionError(session=s.sid, ts=time.time(), code=code, message=message, seq=seq)
-        try:
-            await self.js.publish(self.subjects.control(s.sid, "error"), codec.encode(event),
-                                  headers={"Nats-Msg-Id": msg_id})
-        except Exception as exc:
-            log.warning("could not publish an error event for %s: %s", s.sid, exc)
+        await report_session_error(self.bus, s.sid, code, message, seq=seq, msg_id=msg_id)
 
     # -- speech detection and utterances ----------------------------------------------------------
     async def _detect(self, sessions: list[SessionState]) -> None:

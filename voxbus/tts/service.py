@@ -23,9 +23,10 @@ from voxbus.client.model_client import ModelClient
 from voxbus.errors import ModelError, ProtocolError
 from voxbus.messages import codec
 from voxbus.messages.audio import AudioFormat, SpeechChunk
-from voxbus.messages.control import SessionError, SessionStart
+from voxbus.messages.control import SessionStart
 from voxbus.messages.text import SayRequest
 from voxbus.sentences import SentenceSplitter
+from voxbus.session_errors import report_session_error
 from voxbus.stt.consumers import bind_resuming
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,4 @@ class TtsService:
         await self.bus.js.publish(self.subjects.audio_out(s.sid), pcm, headers=codec.meta_headers(chunk))
 
     async def _error(self, sid: str, code: str, message: str) -> None:
-        log.warning("session %s: %s: %s", sid, code, message)
-        event = SessionError(session=sid, ts=time.time(), code=code, message=message)
-        await self.bus.js.publish(self.subjects.control(sid, "error"), codec.encode(event))
+        await report_session_error(self.bus, sid, code, message)

@@ -6,13 +6,15 @@ import argparse
 import json
 import sys
 
+from voxbus.cli.args import session_id
+
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("ask", parents=[common], help="ask the LLM (streams the reply)",
                        description="Stream the LLM's reply to TEXT. With --conversation the history is kept "
                                    "(under the user data dir) and the manager reuses the conversation's KV cache.")
     p.add_argument("text", metavar="TEXT")
-    p.add_argument("--conversation", metavar="ID", help="continue (or start) this conversation")
+    p.add_argument("--conversation", metavar="ID", type=session_id, help="continue (or start) this conversation")
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--model", metavar="ID", help="LLM model id (default: manager.defaults.llm)")
@@ -28,17 +30,11 @@ def run(args: argparse.Namespace) -> int:
     from voxbus.client import ModelClient
     from voxbus.messages import GenerateChunk, GenerateDone
     from voxbus.pipeline import local_pipeline
-    from voxbus.subjects import InvalidSessionId, validate_session_id
 
     config = load_for(args)
     history_file = None
     messages = [{"role": "system", "content": config.assistant.system_prompt}]
     if args.conversation:
-        try:
-            validate_session_id(args.conversation)
-        except InvalidSessionId as exc:
-            print(f"voxbus: conversation {str(exc).removeprefix('session ')}", file=sys.stderr)
-            return 2
         history_file = Path(platformdirs.user_data_dir("voxbus")) / "conversations" / f"{args.conversation}.json"
         if history_file.is_file():
             messages = json.loads(history_file.read_text())

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from voxbus.cli.args import session_id
+
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("listen", parents=[common], help="print transcripts as they arrive",
                        description="Follow one session's transcripts (until it is transcribed) or every "
                                    "session's (until Ctrl-C).")
     who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("session", nargs="?", metavar="SESSION")
+    who.add_argument("session", nargs="?", metavar="SESSION", type=session_id)
     who.add_argument("--all", action="store_true", help="every session")
     p.add_argument("--json", action="store_true", help="one JSON Transcript per line")
     p.add_argument("--from-start", action="store_true", help="begin with what is already stored")
@@ -26,7 +28,6 @@ def run(args: argparse.Namespace) -> int:
     from voxbus.messages import codec
     from voxbus.messages.control import SessionTranscribed
     from voxbus.messages.text import Transcript
-    from voxbus.subjects import InvalidSessionId
     from voxbus.transcribe_job import clock
 
     config = load_for(args)
@@ -35,11 +36,7 @@ def run(args: argparse.Namespace) -> int:
         stop = stop_on_signals()
         async with open_bus(config, name="voxbus-listen", embed=False) as bus:
             s = bus.subjects
-            try:
-                subject = s.all_transcripts() if args.all else s.transcript(args.session)
-            except InvalidSessionId as exc:
-                print(f"voxbus: {exc}", file=sys.stderr)
-                return 2
+            subject = s.all_transcripts() if args.all else s.transcript(args.session)
             expected: list[int] = []
             seen: set[int] = set()
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from voxbus.cli.args import session_id
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -11,7 +12,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                        description="Decode FILE (wav, flac, ogg, mp3...), publish it as audio frames to the "
                                    "session's audio subject, then an end-of-session event.")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--session", required=True, metavar="ID", help="session id (letters, digits, - _ : @ + = ~)")
+    p.add_argument("--session", required=True, metavar="ID", type=session_id, help="session id (letters, digits, - _ : @ + = ~)")
     p.add_argument("--realtime", action="store_true", help="pace frames at real time, like a live source")
     p.add_argument("--frame-ms", type=int, metavar="MS", help="frame length (default: ingest.frame_ms, 20)")
     p.set_defaults(handler=run)
@@ -23,13 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from voxbus.bus import open_bus
     from voxbus.cli import load_for, run_async
     from voxbus.ingest import SessionPublisher, read_audio
-    from voxbus.subjects import InvalidSessionId, validate_session_id
 
-    try:
-        validate_session_id(args.session)
-    except InvalidSessionId as exc:
-        print(f"voxbus: {exc}", file=sys.stderr)
-        return 2
     overrides = {"ingest": {"frame_ms": args.frame_ms}} if args.frame_ms else {}
     config = load_for(args, **overrides)
     pcm, fmt = read_audio(args.file)

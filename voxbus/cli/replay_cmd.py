@@ -7,6 +7,9 @@ import json
 import sys
 
 
+from voxbus.cli.args import session_id
+
+
 def _seconds(text: str) -> float:
     from voxbus.config.units import Duration
 
@@ -21,7 +24,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                        description="Replay a session's audio frames, transcripts and control events from the "
                                    "streams without disturbing live consumers. Times are session time "
                                    "(seconds from its first frame), e.g. 4.5, 1500ms, 2m.")
-    p.add_argument("session", metavar="SESSION")
+    p.add_argument("session", metavar="SESSION", type=session_id)
     p.add_argument("--since", type=_seconds, metavar="T", help="from this session time")
     p.add_argument("--until", type=_seconds, metavar="T", help="up to this session time")
     p.add_argument("--from-seq", type=int, metavar="N", help="audio frames from sequence number N")
@@ -36,14 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from voxbus.bus import open_bus
     from voxbus.cli import load_for, run_async
     from voxbus.replay import Window, load_session, paced, write_wav
-    from voxbus.subjects import InvalidSessionId, validate_session_id
     from voxbus.transcribe_job import clock
 
-    try:
-        validate_session_id(args.session)
-    except InvalidSessionId as exc:
-        print(f"voxbus: {exc}", file=sys.stderr)
-        return 2
     config = load_for(args)
     window = Window(since=args.since, until=args.until, from_seq=args.from_seq)
 

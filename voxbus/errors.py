@@ -7,16 +7,19 @@
     ├── AudioFileError          an audio file given to a command cannot be read
     └── ModelError              an error reply from the ModelManager (code, message, transient)
         ├── BadRequest            400  malformed request or invalid options
-        │   ├── InvalidAudio      400  empty, odd-sized or undecodable audio
+        │   ├── InvalidAudio      400  empty, odd-sized, non-finite or out-of-range audio
+        │   ├── ContextLengthExceeded 400  a prompt longer than the model's context
         │   └── UnsupportedFormat 415  a sample format / rate / channel count we do not take
         ├── UnknownModel          404  no such model id, or no default for that task
         ├── VersionMismatch       409  the request pinned a version the model does not have
         ├── PayloadTooLarge       413  over manager.max_request_bytes
         ├── WrongKind             422  the model exists but does another task
         ├── ModelRefused          507  the model cannot fit the memory budget even after eviction
-        ├── ModelFailed           500  loading or inference raised inside the backend
+        ├── ModelFailed           500  loading or inference raised inside the backend (or quarantined)
+        ├── ModelCrashed          502  the model's worker process died or hung mid-request (transient)
         ├── Cancelled             499  the caller or an interrupt stopped the work
         ├── Unavailable           503  no manager answered (transient: retried)
+        ├── Overloaded            503  the model's queue is full (transient; carries retry_after)
         └── Timeout               504  no answer within the deadline (transient before acceptance)
 
 ``transient`` says whether repeating the same request later may succeed: clients retry those
@@ -51,13 +54,16 @@ class ModelError(VoxbusError):
     status = 500
     transient = False
 
-    def __init__(self, message: str, *, code: str | None = None, transient: bool | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, transient: bool | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         if transient is not None:
             self.transient = transient
+        self.retry_after = retry_after
+        """Seconds the caller should wait before trying again, when the manager knows."""
 
     def __str__(self) -> str:
         return f"[{self.code}] {self.message}"
@@ -69,6 +75,10 @@ class BadRequest(ModelError):
 
 class InvalidAudio(BadRequest):
     code, status = "invalid_audio", 400
+
+
+class ContextLengthExceeded(BadRequest):
+    code, status = "context_length_exceeded", 400
 
 
 class UnsupportedFormat(BadRequest):
@@ -99,12 +109,25 @@ class ModelFailed(ModelError):
     code, status = "model_failed", 500
 
 
+class ModelCrashed(ModelError):
+    """The worker process running the request died (a signal, an exit) or hung past the watchdog.
+    Transient: a fresh worker serves the retry; a model that keeps crashing is quarantined."""
+
+    code, status, transient = "model_crashed", 502, True
+
+
 class Cancelled(ModelError):
     code, status = "cancelled", 499
 
 
 class Unavailable(ModelError):
     code, status, transient = "unavailable", 503, True
+
+
+class Overloaded(ModelError):
+    """The model's queue is at its limit; refused at once instead of waiting without end."""
+
+    code, status, transient = "overloaded", 503, True
 
 
 class Timeout(ModelError):
@@ -114,13 +137,15 @@ class Timeout(ModelError):
 ERROR_CLASSES: dict[str, type[ModelError]] = {
     cls.code: cls
     for cls in (
-        ModelError, BadRequest, InvalidAudio, UnsupportedFormat, UnknownModel, VersionMismatch,
-        PayloadTooLarge, WrongKind, ModelRefused, ModelFailed, Cancelled, Unavailable, Timeout,
+        ModelError, BadRequest, InvalidAudio, ContextLengthExceeded, UnsupportedFormat, UnknownModel,
+        VersionMismatch, PayloadTooLarge, WrongKind, ModelRefused, ModelFailed, ModelCrashed, Cancelled,
+        Unavailable, Overloaded, Timeout,
     )
 }
 
 
-def error_from_wire(code: str, message: str, transient: bool | None = None) -> ModelError:
+def error_from_wire(code: str, message: str, transient: bool | None = None,
+                    retry_after: float | None = None) -> ModelError:
     """Rebuild the typed exception for a wire error; unknown codes become plain ModelError."""
     cls = ERROR_CLASSES.get(code, ModelError)
-    return cls(message, code=code, transient=transient)
+    return cls(message, code=code, transient=transient, retry_after=retry_after)

@@ -16,7 +16,7 @@ from voxbus.messages.model import (
     ChatMessage, ErrorReply, GenerateCancel, GenerateChunk, GenerateDone, GenerateEvent, GenerateRequest,
     GenerateTimings, ListModelsReply, ListModelsRequest, LoadModelRequest, ModelInfo, ModelMetrics,
     ModelReply, SamplingOptions, SynthesizeReply, SynthesizeRequest, TranscribeReply,
-    TranscribeRequest, UnloadModelRequest, Usage,
+    TranscribeRequest, UnloadModelRequest, Usage, WorkerInfo,
 )
 from voxbus.messages.text import ModelRef, ReplyChunk, SayRequest, Segment, Timings, Transcript
 
@@ -28,6 +28,6 @@ __all__ = [
     "ModelMetrics", "ModelRef", "ModelReply", "ReplyChunk", "ResourceSnapshot", "SAMPLE_WIDTH",
     "SampleType", "SamplingOptions", "SayRequest", "Segment", "SessionEnd", "SessionError",
     "SessionStart", "SessionTranscribed", "SpeechChunk", "SynthesizeReply", "SynthesizeRequest", "Timings",
-    "TranscribeReply", "TranscribeRequest", "Transcript", "UnloadModelRequest", "Usage", "decode",
+    "TranscribeReply", "TranscribeRequest", "Transcript", "UnloadModelRequest", "Usage", "WorkerInfo", "decode",
     "decode_meta", "encode", "meta_headers",
 ]

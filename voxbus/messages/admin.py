@@ -6,8 +6,8 @@ from typing import Literal, Union
 
 from msgspec import Struct
 
-ModelState = Literal["unloaded", "loading", "loaded", "failed"]
-ModelEventKind = Literal["loading", "loaded", "evicted", "unloaded", "refused", "failed"]
+ModelState = Literal["unloaded", "loading", "loaded", "failed", "crashed", "quarantined"]
+ModelEventKind = Literal["loading", "loaded", "evicted", "unloaded", "refused", "failed", "crashed", "quarantined"]
 
 
 class _Admin(Struct, tag_field="type", kw_only=True):
@@ -27,6 +27,14 @@ class ModelEvent(_Admin, tag="model"):
     vram_bytes: int = 0
     load_ms: float = 0.0
     detail: str = ""
+    pid: int | None = None
+    """The worker process the event is about (``loaded``, ``crashed``)."""
+    exit_code: int | None = None
+    """``crashed``: the worker's exit status, when it exited rather than died of a signal."""
+    signal: str | None = None
+    """``crashed``: the signal that ended the worker (``SIGSEGV``, ``SIGKILL``...)."""
+    stderr: list[str] = []
+    """``crashed``: the last lines the worker wrote to stderr."""
 
 
 class GpuStats(Struct, kw_only=True):

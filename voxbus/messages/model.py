@@ -160,6 +160,22 @@ class ModelMetrics(Struct, kw_only=True):
     load_ms: float = 0.0
 
 
+class WorkerInfo(Struct, kw_only=True):
+    """One worker process of a loaded model (a model runs as ``instances`` of them)."""
+
+    index: int
+    pid: int
+    state: Literal["starting", "idle", "busy", "stopping"]
+    rss_bytes: int = 0
+    vram_bytes: int = 0
+    queue: int = 0
+    """Requests running on or waiting for this worker in particular (its conversations)."""
+    jobs: int = 0
+    """Jobs it has run since it started."""
+    crashes: int = 0
+    """Crashes of this instance within the quarantine window."""
+
+
 class ModelInfo(Struct, kw_only=True):
     id: str
     kind: ModelKind
@@ -176,6 +192,17 @@ class ModelInfo(Struct, kw_only=True):
     """True when it is the default model of its task."""
     idle_s: float = 0.0
     metrics: ModelMetrics = msgspec.field(default_factory=ModelMetrics)
+    instances: int = 1
+    """Worker processes this model runs as when loaded (``instances`` in its config)."""
+    queue: int = 0
+    """Requests admitted and not yet started."""
+    max_queue: int = 0
+    """Waiting requests beyond which new ones get ``overloaded``."""
+    crashes: int = 0
+    """Worker crashes within the quarantine window."""
+    error: str = ""
+    """Why the model is ``failed``, ``crashed`` or ``quarantined``."""
+    workers: list[WorkerInfo] = []
 
 
 class ListModelsRequest(Struct, kw_only=True):
@@ -208,3 +235,5 @@ class ErrorReply(Struct, kw_only=True):
     message: str
     transient: bool = False
     """True when the same request may succeed later (clients retry those)."""
+    retry_after: float | None = None
+    """Seconds to wait before retrying, when the manager can tell (``overloaded``)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import msgspec
+import pytest
 
 from voxbus.bus import Bus, open_bus
 from voxbus.config import Config, EmbeddedServerConfig, load_config
@@ -29,10 +30,20 @@ def make_config(url: str, cache_dir: Path, **overrides: Any) -> Config:
 
 
 @asynccontextmanager
-async def running_manager(config: Config, manager_id: str = "test-manager") -> AsyncIterator[tuple[Bus, ModelManager]]:
+async def running_manager(config: Config, manager_id: str = "test-manager", *,
+                          expect_crashes: bool = False) -> AsyncIterator[tuple[Bus, ModelManager]]:
+    """A ModelManager in this process. A model worker that crashes while it runs fails the test
+    loudly, naming the model, how the worker died and its last stderr lines (unless the test
+    injects crashes itself)."""
     async with open_bus(config, name=manager_id) as bus:
         async with ModelManager(bus, manager_id=manager_id) as manager:
             yield bus, manager
+            await manager.pool.loader.settle()
+            crashes = list(manager.pool.loader.crash_log)
+    if crashes and not expect_crashes:
+        pytest.fail("model worker crashed during the test: " + "; ".join(
+            f"{model}: pid {e.pid} {e.reason}; stderr: {' | '.join(e.stderr[-8:]) or '(none)'}" for model, e in crashes),
+            pytrace=False)
 
 
 def words(text: str) -> list[str]:

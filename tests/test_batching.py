@@ -10,10 +10,12 @@ import pytest_asyncio
 
 from voxbus.client import ModelClient
 from voxbus.config import load_config
-from voxbus.errors import InvalidAudio, Unavailable
-from voxbus.manager.backends.base import BackendError, Segment, TranscribeResult
+from voxbus.errors import BadRequest, InvalidAudio, Unavailable
+from voxbus.manager import worker_protocol as wp
 from voxbus.manager.batcher import TranscribeBatcher
+from voxbus.manager.crashes import CrashHistory
 from voxbus.manager.slot import ModelSlot
+from voxbus.manager.worker import WorkerFailed
 from voxbus.messages import AudioFormat
 from voxbus.server import NatsServer
 from tests.helpers import embedded_config, make_config, running_manager, wer
@@ -32,56 +34,79 @@ PCM16K = AudioFormat(rate=16000, channels=1, sample="s16le")
 
 
 # -- the batcher alone ---------------------------------------------------------------------------
-class FakeBackend:
-    """Echoes each row's first sample; a row starting with 7.0 breaks the whole batch call."""
+class FakeWorker:
+    """Stands in for a model's worker process (pure policy test): echoes each row's first sample;
+    a row starting with 7.0 breaks the whole batch call."""
 
-    sample_rate = 16000
-    batch_max_seconds = 30
-
-    def __init__(self) -> None:
+    def __init__(self, index: int = 0) -> None:
+        self.index = index
+        self.state = "idle"
+        self.alive = True
         self.calls: list[int] = []
 
-    def transcribe_batch(self, audios, language, options):
-        self.calls.append(len(audios))
-        time.sleep(0.05)
-        if any(a[0] == 7.0 for a in audios):
-            raise BackendError("row 7 is poison")
-        return [TranscribeResult([Segment(0, 1, f"row {a[0]:g}")], "en", len(a) / 16000) for a in audios]
+    @property
+    def free(self) -> bool:
+        return self.state == "idle"
+
+    async def run(self, job, on_text=None):
+        self.state = "busy"
+        try:
+            rows = [np.frombuffer(a, dtype=np.float32) for a in job.audios]
+            self.calls.append(len(rows))
+            await asyncio.sleep(0.05)
+            if any(r[0] == 7.0 for r in rows):
+                raise WorkerFailed(wp.Failed(job=job.job, kind="bad_input", message="row 7 is poison"))
+            return wp.Result(job=job.job, infer_ms=50.0, transcripts=[
+                wp.Transcript(segments=[wp.Segment(0, 1, f"row {r[0]:g}")], language="en", duration=len(r) / 16000)
+                for r in rows])
+        finally:
+            self.state = "idle"
+
+
+class FakePool:
+    def started(self, slot, ctxs):
+        return lambda: None
 
 
 @pytest_asyncio.fixture
 async def fake_slot():
     config = load_config(env={})
-    slot = ModelSlot("fake", config.models["whisper-tiny-en"], "cpu", None)
-    slot.backend = FakeBackend()
-    slot.start_worker()
+    slot = ModelSlot("fake", config.models["whisper-tiny-en"], "cpu", None, max_queue=64,
+                     crashes=CrashHistory(3, 600))
+    slot.info = wp.Loaded(pid=0, sample_rate=16000, batch_max_seconds=30)
+    slot.fake = FakeWorker()
+    slot.queue.set_workers([slot.fake])
+    slot.state = "loaded"
     yield slot
-    slot.stop_worker()
 
 
 def batching(**over):
     return load_config(env={}, overrides={"batching": over}).batching
 
 
+def batcher_for(slot, **over):
+    return TranscribeBatcher(slot, FakePool(), batching(**over))
+
+
 async def test_a_full_batch_starts_at_once_and_the_overflow_forms_the_next(fake_slot):
-    batcher = TranscribeBatcher(fake_slot, batching(max_batch=4, max_wait_ms=1000, quiet_ms=1000))
+    batcher = batcher_for(fake_slot, max_batch=4, max_wait_ms=1000, quiet_ms=1000)
     started = time.monotonic()
     outs = await asyncio.gather(*(batcher.submit(np.full(1600, float(i), np.float32), None, {}) for i in range(6)))
     assert [o.result.segments[0].text for o in outs] == [f"row {i}" for i in range(6)]
-    assert [o.batch_size for o in outs] == [4, 4, 4, 4, 2, 2] and fake_slot.backend.calls == [4, 2]
+    assert [o.batch_size for o in outs] == [4, 4, 4, 4, 2, 2] and fake_slot.fake.calls == [4, 2]
     # The first four did not wait; the last two waited out max_wait_ms for company, then went.
     assert outs[0].queue_ms < 500 and 1.0 <= time.monotonic() - started < 1.5
 
 
 async def test_a_lone_request_waits_at_most_max_wait(fake_slot):
-    batcher = TranscribeBatcher(fake_slot, batching(max_wait_ms=30, quiet_ms=1000))
+    batcher = batcher_for(fake_slot, max_wait_ms=30, quiet_ms=1000)
     started = time.monotonic()
     out = await batcher.submit(np.ones(1600, np.float32), None, {})
     assert out.batch_size == 1 and 0.03 <= out.queue_ms / 1000 and time.monotonic() - started < 0.5
 
 
 async def test_a_quiet_gap_starts_the_batch_before_max_wait(fake_slot):
-    batcher = TranscribeBatcher(fake_slot, batching(max_batch=8, max_wait_ms=1000, quiet_ms=20))
+    batcher = batcher_for(fake_slot, max_batch=8, max_wait_ms=1000, quiet_ms=20)
     started = time.monotonic()
     outs = await asyncio.gather(*(batcher.submit(np.ones(1600, np.float32), None, {}) for _ in range(3)))
     assert [o.batch_size for o in outs] == [3, 3, 3] and 0.02 <= outs[0].queue_ms / 1000
@@ -89,16 +114,25 @@ async def test_a_quiet_gap_starts_the_batch_before_max_wait(fake_slot):
 
 
 async def test_a_batch_that_fails_is_rerun_one_by_one_so_only_the_culprit_fails(fake_slot):
-    batcher = TranscribeBatcher(fake_slot, batching(max_batch=8, max_wait_ms=50))
+    batcher = batcher_for(fake_slot, max_batch=8, max_wait_ms=50)
     outs = await asyncio.gather(*(batcher.submit(np.full(1600, float(i), np.float32), None, {}) for i in (5, 6, 7, 8)),
                                 return_exceptions=True)
-    assert isinstance(outs[2], BackendError)
+    assert isinstance(outs[2], BadRequest) and "poison" in outs[2].message
     assert [o.result.segments[0].text for o in (outs[0], outs[1], outs[3])] == ["row 5", "row 6", "row 8"]
-    assert fake_slot.backend.calls == [4, 1, 1, 1, 1]
+    assert sorted(fake_slot.fake.calls) == [1, 1, 1, 1, 4] and fake_slot.fake.calls[0] == 4
+
+
+async def test_two_workers_each_take_a_batch_while_the_next_one_gathers(fake_slot):
+    second = FakeWorker(1)
+    fake_slot.queue.set_workers([fake_slot.fake, second])
+    batcher = batcher_for(fake_slot, max_batch=2, max_wait_ms=1000, quiet_ms=1000)
+    outs = await asyncio.gather(*(batcher.submit(np.full(1600, float(i), np.float32), None, {}) for i in range(4)))
+    assert [o.batch_size for o in outs] == [2, 2, 2, 2]
+    assert fake_slot.fake.calls == [2] and second.calls == [2]  # the two batches ran side by side
 
 
 async def test_requests_that_decode_differently_are_not_mixed(fake_slot):
-    batcher = TranscribeBatcher(fake_slot, batching(max_batch=8, max_wait_ms=50))
+    batcher = batcher_for(fake_slot, max_batch=8, max_wait_ms=50)
     audio = np.ones(1600, np.float32)
     outs = await asyncio.gather(batcher.submit(audio, "en", {}), batcher.submit(audio, "de", {}),
                                 batcher.submit(audio, "en", {"beam_size": 2}), batcher.submit(audio, "en", {}))
@@ -106,11 +140,11 @@ async def test_requests_that_decode_differently_are_not_mixed(fake_slot):
 
 
 async def test_bad_audio_is_refused_before_it_joins_a_batch(fake_slot):
-    batcher = TranscribeBatcher(fake_slot, batching())
+    batcher = batcher_for(fake_slot)
     for bad in (np.zeros(0, np.float32), np.full(100, np.nan, np.float32)):
-        with pytest.raises(BackendError):
+        with pytest.raises(InvalidAudio):
             await batcher.submit(bad, None, {})
-    assert fake_slot.backend.calls == []
+    assert fake_slot.fake.calls == []
 
 
 # -- the manager with the real models ------------------------------------------------------------

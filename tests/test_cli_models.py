@@ -1,9 +1,11 @@
 """`voxbus models` against a running manager, and a Coqui voice served through the manager."""
 
 import asyncio
+import os
 import sys
 
 import numpy as np
+import psutil
 import pytest
 
 from voxbus.client import ModelClient
@@ -30,12 +32,19 @@ async def test_models_table_load_and_unload(nats_server, tmp_path):
         lines = out.splitlines()
         assert lines[0] == "manager cli-manager"
         assert lines[1].split()[:4] == ["ID", "KIND", "BACKEND", "STATE"]
-        rows = {line.split()[0]: line for line in lines[2:-1]}
+        rows = {line.split()[0]: line for line in lines[2:-1] if not line.startswith(" ")}
         assert set(rows) == {"gemma3-270m", "whisper-tiny-en", "piper-joe"}
         assert " loaded " in rows["piper-joe"] and "en_US-joe-medium" in rows["piper-joe"]
         assert " unloaded " in rows["gemma3-270m"]
+        # A loaded model's worker process is listed under it, with its pid and memory.
+        piper_at = lines.index(next(line for line in lines if line.startswith("piper-joe")))
+        worker = lines[piper_at + 1]
+        assert worker.startswith("  └ worker 0: pid ") and ", idle, RSS " in worker and "0 crashes" in worker, out
+        pid = int(worker.split("pid ")[1].split(",")[0])
+        assert psutil.pid_exists(pid) and pid != os.getpid()
         rc, out, err = await voxbus("models", "unload", "piper-joe", "--nats", nats_server.url)
         assert rc == 0 and "piper-joe: unloaded" in out
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
         rc, out, err = await voxbus("models", "load", "no-such-model", "--nats", nats_server.url)
         assert rc == 1 and "unknown_model" in err and "Traceback" not in err
 

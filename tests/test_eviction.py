@@ -47,7 +47,7 @@ async def test_budget_for_two_of_three_evicts_lru_keeps_pinned_refuses_too_big(n
 
         await _use(client, "stt")
         await _use(client, "tts")
-        need_llm = pool._estimate(llm, 0)[0]
+        need_llm = pool.loader.expected(llm)[0]
         assert need_llm > 0 and stt.ram > 0 and tts.ram > 0
         # Room for the TTS voice and the LLM, not for all three: Whisper (least recently used) must go.
         config.manager.budgets.ram = Budget(absolute=tts.ram + need_llm + stt.ram // 2)

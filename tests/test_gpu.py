@@ -14,7 +14,7 @@ needs_gpu = pytest.mark.skipif(not resources.has_gpu, reason="no NVIDIA GPU/driv
 def test_without_a_gpu_nvml_reports_none():
     if resources.has_gpu:
         pytest.skip("this machine has a GPU")
-    assert resources.gpus() == [] and resources.vram_total() == 0 and resources.reading().gpu_process_bytes == 0
+    assert resources.gpus() == [] and resources.vram_total() == 0 and resources.gpu_process_bytes() == 0
 
 
 @needs_gpu

@@ -13,6 +13,7 @@ from voxbus.errors import (
 )
 from voxbus.messages import AudioFormat, GenerateChunk, GenerateDone, ModelEvent, ResourceSnapshot, decode
 from voxbus.server import NatsServer
+from voxbus.subjects import Subjects
 from tests.helpers import embedded_config, make_config, running_manager, wer
 
 pytestmark = [pytest.mark.models, pytest.mark.asyncio(loop_scope="module")]
@@ -148,14 +149,14 @@ async def test_concurrent_first_requests_cause_one_load(stack):
 
 async def test_micro_service_is_discoverable(stack):
     bus, manager, client = stack
-    reply = await bus.nc.request("$SRV.INFO." + bus.subjects.service_name(), b"", timeout=5)
+    reply = await bus.nc.request(Subjects.micro("INFO", bus.subjects.service_name()), b"", timeout=5)
     info = msgspec.json.decode(reply.data)
     assert info["metadata"]["manager"] == manager.id
     assert {e["subject"] for e in info["endpoints"]} >= {"vox.model.stt.transcribe", "vox.model.llm.generate",
                                                         "vox.model.tts.synthesize", "vox.model.admin.list"}
-    stats = msgspec.json.decode((await bus.nc.request("$SRV.STATS." + bus.subjects.service_name(), b"", timeout=5)).data)
+    stats = msgspec.json.decode((await bus.nc.request(Subjects.micro("STATS", bus.subjects.service_name()), b"", timeout=5)).data)
     by_name = {e["name"]: e for e in stats["endpoints"]}
-    assert by_name["tts-synthesize"]["num_requests"] > 0 and by_name["stt-transcribe"]["data"]["errors"] > 0
+    assert by_name["tts-synthesize"]["num_requests"] > 0 and by_name["stt-transcribe"]["num_errors"] > 0
 
 
 async def test_resource_snapshots_are_broadcast_and_stored(stack):

@@ -30,10 +30,29 @@ def pcm_to_float(data: bytes | memoryview, fmt: AudioFormat) -> np.ndarray:
             f"({fmt.frame_bytes} bytes each)"
         )
     raw = np.frombuffer(data, dtype=_DTYPES[fmt.sample])
-    audio = raw.astype(np.float32) / np.float32(_SCALE[fmt.sample]) if fmt.sample != "f32le" else raw.astype(np.float32)
-    if fmt.sample == "f32le" and not np.isfinite(audio).all():
+    if fmt.sample != "f32le":
+        return (raw.astype(np.float32) / np.float32(_SCALE[fmt.sample])).reshape(-1, fmt.channels)
+    return checked_float(raw.astype(np.float32)).reshape(-1, fmt.channels)
+
+
+FLOAT_PEAK_LIMIT = 2.0
+"""Float audio is expected in [-1, 1]. Samples a little over full scale (a mix or a resampler can
+overshoot, up to 6 dB: |x| <= 2) are clipped to [-1, 1]; anything louder is not audio scaled as
+floats (integer sample values sent as f32le, say) and is refused, as are NaN and infinity: such
+input made Whisper babble for tens of seconds."""
+
+
+def checked_float(audio: np.ndarray) -> np.ndarray:
+    """The rule above, applied in place: refuse non-finite or far out-of-range samples, clip the rest."""
+    if not np.isfinite(audio).all():
         raise InvalidAudio("float audio contains NaN or infinity")
-    return audio.reshape(-1, fmt.channels)
+    peak = float(np.abs(audio).max()) if len(audio) else 0.0
+    if peak > FLOAT_PEAK_LIMIT:
+        raise InvalidAudio(f"float samples must lie in [-1, 1] (up to {FLOAT_PEAK_LIMIT:g} is clipped); this audio "
+                           f"peaks at {peak:.3g}: is it integer samples sent as f32le?")
+    if peak > 1.0:
+        np.clip(audio, -1.0, 1.0, out=audio)
+    return audio
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:

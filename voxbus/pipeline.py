@@ -3,8 +3,10 @@
 `voxbus transcribe` (and the other one-shot commands) must work on a fresh machine with nothing
 running, and must use the real services when they do run. So: connect to the configured NATS;
 when none is configured and none listens on the default port, start a private server (random
-port, temporary store, removed afterwards); then run in this process each service that nobody
-else is providing.
+port, temporary store, removed afterwards) and run everything in this process. On a server of
+someone else's, run in this process only the services nobody else provides, and never a
+ModelManager: a manager that is merely slow to answer would get a rogue twin in its queue group
+(loading every model a second time), so a missing one is a clear error instead.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from nats.js.errors import NotFoundError
 
 from voxbus.bus import Bus, open_bus
 from voxbus.config.schema import Config, EmbeddedServerConfig
+from voxbus.errors import Unavailable
 from voxbus.server import NatsServer, port_in_use
+from voxbus.subjects import Subjects
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +43,14 @@ class Pipeline:
 
 
 async def manager_running(bus: Bus) -> bool:
+    """False only when the server says nobody serves the manager's name; a silent one may be busy."""
     try:
-        await bus.nc.request(bus.subjects.model("admin", "list"), b"{}", timeout=1.0)
-        return True
-    except (NoRespondersError, NatsTimeout):
+        await bus.nc.request(Subjects.micro("PING", bus.subjects.service_name()), b"", timeout=2.0)
+    except NoRespondersError:
         return False
+    except NatsTimeout:
+        log.warning("a ModelManager is registered but did not answer a ping within 2 s; using it anyway")
+    return True
 
 
 async def service_running(bus: Bus, family: str, service: str) -> bool:
@@ -70,11 +77,13 @@ async def local_pipeline(config: Config, name: str, *, stt: bool = True, tts: bo
         async with AsyncExitStack() as stack:
             bus = await stack.enter_async_context(open_bus(config, name=name))
             pipe = Pipeline(bus=bus, private_server=server is not None)
-            if server is not None or not await manager_running(bus):
+            if server is not None:
                 from voxbus.manager import ModelManager
 
-                log.info("no ModelManager answering: running one in this process")
                 pipe.manager = await stack.enter_async_context(ModelManager(bus, manager_id=f"{name}-manager"))
+            elif not await manager_running(bus):
+                raise Unavailable(f"no ModelManager serves {bus.url}: start one there (`voxbus manager` or "
+                                  f"`voxbus up`), or run with nothing listening on it for a private pipeline")
             own = server is not None
             if stt and (own or not await service_running(bus, "audio", "stt")):
                 from voxbus.stt import SttService

@@ -21,7 +21,9 @@ import voxbus.messages
 from voxbus import errors, subjects as sj
 from voxbus.client.calls import NO_RESPONDERS
 from voxbus.config.loader import decode_config, default_config_text
-from voxbus.manager.replies import ACCEPTED, ERROR_CODE_HEADER, ERROR_HEADER, STATUS_HEADER, WORKING
+from voxbus.audio import FLOAT_PEAK_LIMIT
+from voxbus.manager.replies import ACCEPTED, ERROR_CODE_HEADER, ERROR_HEADER, QUEUE_HEADER, STATUS_HEADER, WORKING
+from voxbus.manager.requests import DEADLINE_HEADER, REQUEST_ID_HEADER
 from voxbus.messages import admin, audio, codec, control, model as mm, text
 from voxbus.streams import DUPLICATE_WINDOW_S, stream_configs
 
@@ -190,19 +192,27 @@ def protocol_section() -> str:
         (f"`{code}`", cls.status, "yes" if cls.transient else "no",
          (cls.__dict__.get("__doc__") or tree.get(cls.__name__, "")).strip())
         for code, cls in errors.ERROR_CLASSES.items()])
+    q = CFG.manager.max_queue
     return f"""## Request-reply protocol
 
-A client publishes a request to a model endpoint with a reply subject (its inbox) and listens there. The manager answers on that inbox:
+A client publishes a request to a model endpoint with a reply subject (its inbox) and listens there. Two request headers are optional and recommended:
+
+- `{REQUEST_ID_HEADER}`: an id that stays the same on every retry of one call. A manager that still holds an earlier attempt (queued or running) attaches the retry to it instead of running the work twice: the retry's inbox gets everything already answered (a generation's first chunks), then the rest.
+- `{DEADLINE_HEADER}`: how many seconds the caller will still wait (relative, because clocks differ). Work not started by then is dropped, and a running generation is stopped.
+
+The manager answers on the inbox:
 
 1. at once, an empty message with header `{STATUS}: {ACCEPTED}`;
-2. every {c.heartbeat:g} s while it works (a cold model load can take minutes), an empty message with header `{STATUS}: {WORKING}`;
+2. every {c.heartbeat:g} s while the request waits or runs (a cold model load can take minutes), an empty message with header `{STATUS}: {WORKING}` and `{QUEUE_HEADER}: <n>`, the number of requests ahead of it in its model's queue (`0` once it runs);
 3. the answer: one reply message, or for generate a stream of `chunk` messages ending in one `done`.
 
-Messages with a `{STATUS}` header are never part of the answer. Binary payloads (transcribe requests, synthesize replies) carry raw PCM as the body and their Struct, JSON-encoded, in the `{META}` header. Requests over `manager.max_request_bytes` ({CFG.manager.max_request_bytes} bytes by default) are refused with `payload_too_large`; a request that does not decode is refused with `bad_request`.
+Messages with a `{STATUS}` header are never part of the answer. They are published with a reply subject of the manager's: when the caller's inbox has no subscriber any more, the server's no-responders status tells the manager that nobody waits, and the request is dropped before it runs (or stopped, for a generation). Binary payloads (transcribe requests, synthesize replies) carry raw PCM as the body and their Struct, JSON-encoded, in the `{META}` header. Requests over `manager.max_request_bytes` ({CFG.manager.max_request_bytes} bytes by default) are refused with `payload_too_large`, as is speech that could not fit one reply within the server's `max_payload`; a request that does not decode is refused with `bad_request`.
+
+Each model has a bounded queue (`manager.max_queue`: {q.llm} for an LLM, {q.stt} for STT, {q.tts} for TTS by default, or `max_queue` in the model's entry). A request beyond it is refused at once with `overloaded`, whose `retry_after` says when to try again. Requests to one model are served in arrival order. Each model runs in worker processes of its own; a worker that dies or hangs mid-request fails the requests running on it with `model_crashed` (transient: the next request gets a fresh worker), and after `manager.quarantine_after` ({CFG.manager.quarantine_after}) crashes within `manager.quarantine_window` ({CFG.manager.quarantine_window:g} s) the model is quarantined: its requests get `model_failed` at once until an operator loads it again (`voxbus models load ID`). The `crashed` and `quarantined` events on the admin subject say why.
 
 An error is one message with headers `{ERROR_CODE_HEADER}` (the numeric status below) and `{ERROR_HEADER}` (the message, on one line), and a JSON {link("ErrorReply")} body. A NATS no-responders status (`Status: {NO_RESPONDERS}`) means no manager is running. Treat unknown codes as generic errors.
 
-How voxbus clients behave (defaults from `client.*`): no `{ACCEPTED}` within {c.accept_timeout:g} s means no manager took the request, so it is retried (up to {c.retries} times, backoff from {c.backoff:g} s); no message for {c.liveness_timeout:g} s after acceptance means the manager died, so the request is retried only if no part of the answer arrived; past the overall deadline ({c.deadline:g} s) while heartbeats continue, it fails with `timeout` and is not retried; an error reply is retried only when its `transient` is true.
+How voxbus clients behave (defaults from `client.*`): no `{ACCEPTED}` within {c.accept_timeout:g} s means no manager took the request, so it is retried (up to {c.retries} times, backoff from {c.backoff:g} s); no message for {c.liveness_timeout:g} s after acceptance means the manager died, so the request is retried only if no part of the answer arrived; past the overall deadline ({c.deadline:g} s) while heartbeats continue, it fails with `timeout` and is not retried; an error reply is retried only when its `transient` is true, `model_crashed` at most once and only if no part of the answer arrived, and `overloaded` not at all (the caller decides, after `retry_after`).
 
 {codes}"""
 
@@ -227,6 +237,8 @@ def audio_and_conventions() -> str:
 {audio.AudioFormat.__doc__} A payload's length is a multiple of `channels` times the sample width; its duration is `bytes / (width * channels * rate)`.
 
 {samples}
+
+Float samples (`f32le`) must be finite and within ±{FLOAT_PEAK_LIMIT:g}: samples a little over full scale are clipped to [-1, 1], and audio with NaN, infinity or a larger peak is refused with `invalid_audio` (on a session: an error event), because it is not audio scaled as floats.
 
 An audio frame on `{S.audio_in(SID)}` carries its AudioFrame in a header, for example `{META}: {codec.meta_headers(frame)[META]}`, and raw PCM as the body (20 ms at these settings is {int(0.02 * frame.format.rate) * frame.format.frame_bytes} bytes). Each frame describes itself, so any single frame of a replay decodes on its own.
 

@@ -169,5 +169,13 @@ class Subjects:
     def queue_group(self, service: str) -> str:
         return f"{self.prefix}-{_token(service, 'service name')}"
 
+    @staticmethod
+    def micro(verb: str, name: str | None = None, instance: str | None = None) -> str:
+        """NATS micro discovery subject: ``$SRV.<VERB>[.<name>[.<id>]]`` (PING, INFO, STATS)."""
+        if verb not in ("PING", "INFO", "STATS"):
+            raise InvalidSubjectToken(f"no micro verb {verb!r}")
+        parts = ["$SRV", verb] + [_token(t, "service token") for t in (name, instance) if t is not None]
+        return ".".join(parts)
+
 
 STREAM_FAMILIES = ("audio", "text", "ctl", "admin")

@@ -28,20 +28,31 @@ def _mib(n: int) -> str:
 
 
 def format_table(models: list[ModelInfo]) -> str:
-    head = ("ID", "KIND", "BACKEND", "STATE", "RAM", "VRAM", "QUANT", "VERSION", "FINGERPRINT", "REQS", "ERR",
-            "P50ms", "P95ms", "SPEED", "LOADms")
-    rows = [head]
+    """One row per model, then one indented row per worker process of a loaded model."""
+    head = ("ID", "KIND", "BACKEND", "STATE", "RAM", "VRAM", "QUANT", "VERSION", "FINGERPRINT", "QUEUE", "CRASH",
+            "REQS", "ERR", "P50ms", "P95ms", "SPEED", "LOADms")
+    rows: list[tuple[str, ...]] = [head]
+    workers: dict[int, list[str]] = {}
     for m in models:
         x = m.metrics
         speed = f"{x.tokens_per_s:.0f} tok/s" if x.tokens_per_s else (f"RTF {x.real_time_factor:.3f}" if x.real_time_factor else "-")
         rows.append((
             m.id + (" *" if m.default_for else "") + (" (pinned)" if m.pinned else ""), m.kind, m.backend, m.state,
             _mib(m.ram_bytes), _mib(m.vram_bytes), m.quantization, m.version or "-", m.fingerprint or "-",
-            str(x.requests), str(x.errors), f"{x.inference_ms_p50:.0f}", f"{x.inference_ms_p95:.0f}", speed,
-            f"{x.load_ms:.0f}" if x.load_ms else "-",
+            f"{m.queue}/{m.max_queue}", str(m.crashes), str(x.requests), str(x.errors), f"{x.inference_ms_p50:.0f}",
+            f"{x.inference_ms_p95:.0f}", speed, f"{x.load_ms:.0f}" if x.load_ms else "-",
         ))
+        workers[len(rows) - 1] = [
+            f"  └ worker {w.index}: pid {w.pid}, {w.state}, RSS {_mib(w.rss_bytes)}"
+            + (f", VRAM {_mib(w.vram_bytes)}" if w.vram_bytes else "") + f", queue {w.queue}, {w.jobs} jobs, "
+            f"{w.crashes} crashes" for w in m.workers]
+        if m.error and m.state in ("failed", "crashed", "quarantined"):
+            workers[len(rows) - 1].append(f"  └ {m.error}")
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines = []
+    for n, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        lines.extend(workers.get(n, []))
     return "\n".join(lines) + "\n(* default for its task)"
 
 

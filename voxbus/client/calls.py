@@ -9,7 +9,14 @@ heartbeats while busy, then the reply (or a stream ending in ``done``). So:
   caller has not yet received part of the answer, else a transient ``Unavailable`` error;
 - the overall deadline passes while the manager is alive and working -> ``Timeout``, not retried
   (repeating would only queue the same work twice);
-- an error reply -> its typed exception; retried only if the manager marked it transient.
+- an error reply -> its typed exception; retried only if the manager marked it transient, and
+  then: ``model_crashed`` at most once (a fresh worker serves the retry; a model that keeps
+  crashing is quarantined), ``overloaded`` never (retrying at once only adds load; the error says
+  when to come back, ``retry_after``).
+
+Every attempt of one call carries the same ``Vox-Request-Id``, so a manager that still holds an
+earlier attempt joins the retry to it instead of doing the work twice, and ``Vox-Deadline`` (the
+seconds the caller will still wait), so a manager drops work nobody will wait for.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import asyncio
 import logging
 import random
 import time
+import uuid
 from typing import AsyncIterator
 
 import nats.errors
@@ -25,8 +33,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from voxbus.config.schema import ClientConfig
-from voxbus.errors import ModelError, PayloadTooLarge, Timeout, Unavailable, error_from_wire
+from voxbus.errors import ModelCrashed, ModelError, Overloaded, PayloadTooLarge, Timeout, Unavailable, error_from_wire
 from voxbus.manager.replies import ACCEPTED, ERROR_CODE_HEADER, ERROR_HEADER, STATUS_HEADER, WORKING
+from voxbus.manager.requests import DEADLINE_HEADER, REQUEST_ID_HEADER
 from voxbus.messages import codec
 from voxbus.messages.model import ErrorReply
 
@@ -48,7 +57,7 @@ def _error_of(msg: Msg) -> ModelError | None:
         return None
     try:
         body = codec.decode(msg.data, ErrorReply)
-        return error_from_wire(body.code, body.message, body.transient)
+        return error_from_wire(body.code, body.message, body.transient, body.retry_after)
     except Exception:
         return ModelError(headers.get(ERROR_HEADER, "unknown error"), code=f"status_{headers[ERROR_CODE_HEADER]}")
 
@@ -63,7 +72,8 @@ class Caller:
         """Yield the answer's messages (heartbeats filtered out); retries as the module says."""
         cfg = self.config
         end = time.monotonic() + (deadline or cfg.deadline)
-        attempt = 0
+        headers = {**(headers or {}), REQUEST_ID_HEADER: uuid.uuid4().hex}
+        attempt = crashes = 0
         while True:
             yielded = False
             try:
@@ -72,9 +82,12 @@ class Caller:
                     yield msg
                 return
             except _Retry as retry:
-                if yielded or attempt >= cfg.retries or time.monotonic() >= end:
+                crashed = isinstance(retry.error, ModelCrashed)
+                if (yielded or attempt >= cfg.retries or time.monotonic() >= end
+                        or isinstance(retry.error, Overloaded) or (crashed and crashes >= 1)):
                     raise retry.error from None
                 attempt += 1
+                crashes += crashed
                 pause = min(cfg.backoff * (2 ** (attempt - 1)), 5.0) * (0.5 + random.random())
                 log.info("%s: %s; retry %d/%d in %.2fs", subject, retry.error.message, attempt, cfg.retries, pause)
                 await asyncio.sleep(min(pause, max(end - time.monotonic(), 0)))
@@ -85,10 +98,11 @@ class Caller:
             return msg
         raise Unavailable(f"{subject}: the manager closed the reply without an answer")
 
-    async def _attempt(self, subject: str, data: bytes, headers: dict[str, str] | None, end: float) -> AsyncIterator[Msg]:
+    async def _attempt(self, subject: str, data: bytes, headers: dict[str, str], end: float) -> AsyncIterator[Msg]:
         cfg = self.config
         inbox = self.nc.new_inbox()
         sub = await self.nc.subscribe(inbox)
+        headers = {**headers, DEADLINE_HEADER: f"{max(end - time.monotonic(), 0.0):.3f}"}
         try:
             try:
                 await self.nc.publish(subject, data, reply=inbox, headers=headers)

@@ -87,6 +87,10 @@ class ModelSpec(_Cfg):
     """llama.cpp layers to offload when on a GPU (-1: all)."""
     options: dict[str, Any] = {}
     """Backend options (llama.cpp n_ctx, whisper beam size...)."""
+    instances: Annotated[int, Meta(ge=1, le=64)] = 1
+    """Worker processes serving this model (each holds its own copy); requests go to the least busy."""
+    max_queue: Annotated[int, Meta(ge=1)] | None = None
+    """Waiting requests beyond which new ones get `overloaded`; None: manager.max_queue for its kind."""
 
     def __post_init__(self) -> None:
         allowed = BACKENDS_BY_KIND[self.kind]
@@ -99,14 +103,36 @@ class BudgetsConfig(_Cfg):
     vram: Budget = msgspec.field(default_factory=lambda: Budget(fraction=0.9))
 
 
+class QueueLimits(_Cfg):
+    """Requests admitted and not yet started, per model, by kind. Generation is slow (a queue of 8
+    is already seconds of waiting); STT requests are short and batch, so more of them may wait."""
+
+    llm: Annotated[int, Meta(ge=1)] = 8
+    stt: Annotated[int, Meta(ge=1)] = 128
+    tts: Annotated[int, Meta(ge=1)] = 32
+
+    def of(self, kind: str) -> int:
+        return getattr(self, kind)
+
+
 class ManagerConfig(_Cfg):
     budgets: BudgetsConfig = msgspec.field(default_factory=BudgetsConfig)
     idle_ttl: Duration = Duration(600)
     snapshot_interval: Duration = Duration(15)
     max_request_bytes: ByteSize = ByteSize(8_000_000)
     """Largest request payload accepted; keep below the server's max_payload."""
-    max_queue: Annotated[int, Meta(ge=1)] = 256
-    """Requests waiting per model before new ones get a transient `unavailable` error."""
+    max_queue: QueueLimits = msgspec.field(default_factory=QueueLimits)
+    """Requests waiting per model before new ones get a transient `overloaded` error."""
+    watchdog: Duration = Duration(120)
+    """A worker whose running request makes no progress (no token, no result) for this long is
+    taken for hung: it is killed and the request fails with `model_crashed`."""
+    load_timeout: Duration = Duration(600)
+    """Longest a worker may take to load its model (a first quantization can take minutes)."""
+    stop_timeout: Duration = Duration(10)
+    """Grace for a worker to save its conversation states and exit before it is killed."""
+    quarantine_after: Annotated[int, Meta(ge=1)] = 3
+    """Crashes within quarantine_window after which a model is quarantined (no crash loop)."""
+    quarantine_window: Duration = Duration(600)
     defaults: dict[Kind, str] = {}
     """Model id answering requests that name only a task."""
     cache_dir: str | None = None

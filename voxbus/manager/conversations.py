@@ -4,8 +4,8 @@ The store is policy only: it holds opaque snapshots with their sizes, evicts the
 used beyond `max_conversations` / `max_bytes` or idle past `idle_timeout`, and optionally spills
 evicted snapshots to disk so a later turn, or a manager restarted warm, restores instead of
 recomputing. Snapshots are keyed by the model's fingerprint, so another model (or another
-quantization of it) never restores them. One store per loaded LLM; it is only touched from that
-model's worker thread (where the backend runs), so it needs no lock.
+quantization of it) never restores them. One store per LLM worker process; it is only touched from
+that worker's main thread (where the backend runs), so it needs no lock.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
-from voxbus.config.schema import CacheConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +40,13 @@ EventSink = Callable[[str, str, int, str], None]
 
 
 class ConversationStore:
-    def __init__(self, config: CacheConfig, *, model_key: str, load: Callable[[bytes], Snapshot],
-                 spill_dir: Path | None = None, on_event: EventSink | None = None) -> None:
-        self.max_conversations = config.max_conversations
-        self.max_bytes = int(config.max_bytes)
-        self.idle_timeout = float(config.idle_timeout)
+    def __init__(self, *, max_conversations: int, max_bytes: int, idle_timeout: float, model_key: str,
+                 load: Callable[[bytes], Snapshot], spill_dir: Path | None = None,
+                 on_event: EventSink | None = None) -> None:
+        """Limits as in CacheConfig (cache.max_conversations, max_bytes, idle_timeout)."""
+        self.max_conversations = max_conversations
+        self.max_bytes = int(max_bytes)
+        self.idle_timeout = float(idle_timeout)
         self.model_key = model_key  # model id + fingerprint + quantization
         self.load = load
         self.spill_dir = spill_dir / _safe(model_key) if spill_dir is not None else None

@@ -1,23 +1,31 @@
-"""What each ModelManager endpoint does with a request: decode, route, run, reply."""
+"""What each ModelManager endpoint does with a request: decode, check, route, queue, reply.
+
+Endpoints get their collaborators explicitly: the pool (models and their queues), the
+cancellation registry (interrupts), the configuration, and the server's payload limit.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from typing import TYPE_CHECKING
+import unicodedata
+from typing import Callable
 
 import msgspec
+import numpy as np
 from nats.aio.msg import Msg
 
 from voxbus.audio import float_to_pcm, pcm_to_model_input
-from voxbus.errors import BadRequest, ModelFailed
-from voxbus.manager.backends.base import BackendError
+from voxbus.config.schema import Config
+from voxbus.errors import BadRequest, Cancelled, PayloadTooLarge
+from voxbus.manager import worker_protocol as wp
 from voxbus.manager.batcher import TranscribeBatcher
-from voxbus.manager.replies import ReplyChannel
+from voxbus.manager.cancels import CANCELLED, INTERRUPTED, Cancellations
+from voxbus.manager.pool import ModelPool
+from voxbus.manager.requests import RequestContext
 from voxbus.manager.slot import ModelSlot
 from voxbus.messages import codec
-from voxbus.messages.audio import AudioFormat
+from voxbus.messages.audio import SAMPLE_WIDTH, AudioFormat
 from voxbus.messages.model import (
     GenerateChunk, GenerateDone, GenerateRequest, GenerateTimings, ListModelsReply, ListModelsRequest,
     LoadModelRequest, ModelInfo, ModelReply, SynthesizeReply, SynthesizeRequest, TranscribeReply,
@@ -25,8 +33,11 @@ from voxbus.messages.model import (
 )
 from voxbus.messages.text import ModelRef, Segment, Timings
 
-if TYPE_CHECKING:
-    from voxbus.manager.service import ModelManager
+# Speech is rarely faster than 20 characters a second (Piper's joe voice: 0.03-0.5 s per character
+# measured, about 0.06 for plain prose), so a text whose audio would overflow the reply even at
+# that pace is refused before any synthesis; one that overflows anyway fails after it, still 413.
+MIN_SECONDS_PER_CHAR = 0.05
+HEADER_ROOM = 4096  # the reply's Vox-Meta header and NATS framing
 
 
 def model_ref(slot: ModelSlot) -> ModelRef:
@@ -34,13 +45,26 @@ def model_ref(slot: ModelSlot) -> ModelRef:
 
 
 def model_info(slot: ModelSlot, is_default: bool) -> ModelInfo:
+    loaded = slot.loaded
     return ModelInfo(
         id=slot.id, kind=slot.spec.kind, backend=slot.spec.backend, version=slot.spec.version,
         fingerprint=slot.fingerprint, state=slot.state, pinned=slot.spec.pinned, priority=slot.spec.priority,
-        quantization=slot.quantization or "as shipped", ram_bytes=slot.ram if slot.loaded else 0,
-        vram_bytes=slot.vram if slot.loaded else 0, default_for=is_default,
-        idle_s=round(slot.idle_seconds(), 1) if slot.loaded else 0.0, metrics=slot.stats.snapshot(),
+        quantization=slot.quantization or "as shipped", ram_bytes=slot.ram if loaded else 0,
+        vram_bytes=slot.vram if loaded else 0, default_for=is_default,
+        idle_s=round(slot.idle_seconds(), 1) if loaded else 0.0, metrics=slot.stats.snapshot(),
+        instances=slot.instances, queue=len(slot.waiting), max_queue=slot.max_queue,
+        crashes=slot.crashes.count(time.monotonic()), error=slot.error, workers=slot.worker_infos(),
     )
+
+
+def check_text(text: str) -> None:
+    """Text to speak: not blank, and no control characters (a NUL crashes phonemizers)."""
+    if not text.strip():
+        raise BadRequest("nothing to say: `text` is blank")
+    for i, ch in enumerate(text):
+        if ch not in "\t\n\r" and unicodedata.category(ch) == "Cc":
+            raise BadRequest(f"`text` contains the control character U+{ord(ch):04X} at position {i}; "
+                             f"send plain text")
 
 
 def _body(msg: Msg, tp):
@@ -48,53 +72,38 @@ def _body(msg: Msg, tp):
     return codec.decode(msg.data or b"{}", tp)
 
 
-async def _run(slot: ModelSlot, fn, *args):
-    """Run on the model's worker; a backend's own complaint about the input is the caller's error."""
-    return await _answer(slot, slot.timed(fn, *args))
-
-
-async def _answer(slot: ModelSlot, work):
-    """Await model work, mapping its failures to wire errors and counting them."""
-    try:
-        return await work
-    except BackendError as exc:
-        slot.stats.record_error()
-        raise BadRequest(f"{slot.id}: {exc}") from None
-    except Exception as exc:
-        slot.stats.record_error()
-        raise ModelFailed(f"{slot.id} failed: {type(exc).__name__}: {exc}") from exc
-
-
 class Endpoints:
-    def __init__(self, manager: "ModelManager") -> None:
-        self.m = manager
+    def __init__(self, pool: ModelPool, cancels: Cancellations, config: Config, *, manager_id: str,
+                 reply_limit: Callable[[], int]) -> None:
+        self.pool = pool
+        self.cancels = cancels
+        self.config = config
+        self.manager_id = manager_id
+        self.reply_limit = reply_limit  # largest payload the server takes (its max_payload)
         self._batchers: dict[str, TranscribeBatcher] = {}
-
-    @property
-    def pool(self):
-        return self.m.pool
 
     def _batcher(self, slot: ModelSlot) -> TranscribeBatcher:
         if slot.id not in self._batchers:
-            self._batchers[slot.id] = TranscribeBatcher(slot, self.m.config.batching)
+            self._batchers[slot.id] = TranscribeBatcher(slot, self.pool, self.config.batching)
         return self._batchers[slot.id]
 
     # -- speech to text ------------------------------------------------------------------------
-    async def transcribe(self, msg: Msg, reply: ReplyChannel) -> None:
+    async def transcribe(self, msg: Msg, ctx: RequestContext) -> None:
         t0 = time.perf_counter()
         req = codec.decode_meta(msg.headers, TranscribeRequest)
         slot = self.pool.route(req.model, "stt", req.version)
-        rate = 16000
-        audio = await asyncio.to_thread(pcm_to_model_input, msg.data, req.format, rate)
+        audio = await asyncio.to_thread(pcm_to_model_input, msg.data, req.format, 16000)
         options = {"beam_size": req.beam_size}
-        async with self.pool.use(slot) as s:  # held while waiting in the batcher too: never evicted
+        async with self.pool.use(slot, ctx) as s:  # held while waiting in the batcher too: never evicted
             batcher = self._batcher(s)
             if batcher.accepts(audio):
-                done = await _answer(s, batcher.submit(audio, req.language, options))
+                done = await batcher.submit(audio, req.language, options, ctx)
                 result, queue_ms, infer_ms, batch_size = done.result, done.queue_ms, done.infer_ms, done.batch_size
             else:
-                result, queue_ms, infer_ms = await _run(s, s.backend.transcribe, audio, req.language, options)
-                batch_size = 1
+                job = wp.Transcribe(job=0, audios=[audio.tobytes()], language=req.language, options=options)
+                outcome = await self.pool.run(s, ctx, job)
+                result, queue_ms, infer_ms, batch_size = (outcome.result.transcripts[0], outcome.queue_ms,
+                                                          outcome.result.infer_ms, 1)
         # The model's metrics get this request's share of a batch: its real cost per utterance.
         s.stats.record(queue_ms, infer_ms / batch_size, audio_s=result.duration)
         out = TranscribeReply(
@@ -105,10 +114,10 @@ class Endpoints:
                             total_ms=round((time.perf_counter() - t0) * 1000, 2)),
             batch_size=batch_size,
         )
-        await reply.send(codec.encode(out))
+        await ctx.send(codec.encode(out))
 
     # -- text generation -----------------------------------------------------------------------
-    async def generate(self, msg: Msg, reply: ReplyChannel) -> None:
+    async def generate(self, msg: Msg, ctx: RequestContext) -> None:
         t0 = time.perf_counter()
         req = codec.decode(msg.data, GenerateRequest)
         if (req.prompt is None) == (req.messages is None):
@@ -116,36 +125,40 @@ class Endpoints:
         if req.messages is not None and not req.messages:
             raise BadRequest("`messages` is empty")
         slot = self.pool.route(req.model, "llm", req.version)
-        loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
-        stop = threading.Event()
         first: list[float] = []
 
-        def on_text(text: str) -> None:  # called in the worker thread
+        def on_text(text: str) -> None:  # called on the event loop as the worker streams
             if not first:
                 first.append(time.perf_counter())
-            loop.call_soon_threadsafe(pieces.put_nowait, text)
+            pieces.put_nowait(text)
 
         async def forward() -> None:
             index = 0
             while (text := await pieces.get()) is not None:
-                await reply.send(codec.encode(GenerateChunk(index=index, text=text)))
+                await ctx.send(codec.encode(GenerateChunk(index=index, text=text)))
                 index += 1
 
         forwarder = asyncio.create_task(forward())
         messages = [{"role": m.role, "content": m.content} for m in req.messages] if req.messages else None
-        options = msgspec.structs.asdict(req.options)
-        keys = self.m.cancels.register(stop, req.session, req.request_id)
+        job = wp.Generate(job=0, prompt=req.prompt, messages=messages, options=msgspec.structs.asdict(req.options),
+                          conversation=req.conversation)
+        keys = self.cancels.register(ctx, req.session, req.request_id)
         try:
-            async with self.pool.use(slot) as s:
-                result, queue_ms, infer_ms = await _run(
-                    s, s.backend.generate, req.prompt, messages, options, on_text,
-                    lambda: stop.is_set() or self.m._stopping, req.conversation)
+            async with self.pool.use(slot, ctx) as s:
+                outcome = await self.pool.run(s, ctx, job, conversation=req.conversation, on_text=on_text)
+            result, queue_ms = outcome.result, outcome.queue_ms
+        except Cancelled:
+            if ctx.cancelled not in (INTERRUPTED, CANCELLED):
+                raise
+            # Interrupted before it started: the turn simply says nothing.
+            result, queue_ms = wp.Result(job=0, infer_ms=0, finish_reason="cancelled"), 0.0
         finally:
-            self.m.cancels.unregister(stop, keys)
+            self.cancels.unregister(ctx, keys)
             pieces.put_nowait(None)
             await forwarder
-        s.stats.record(queue_ms, infer_ms, tokens=result.completion_tokens)
+        infer_ms = result.infer_ms
+        slot.stats.record(queue_ms, infer_ms, tokens=result.completion_tokens)
         end = time.perf_counter()
         done = GenerateDone(
             model=model_ref(slot), text=result.text, finish_reason=result.finish_reason,
@@ -157,48 +170,73 @@ class Endpoints:
                 tokens_per_s=round(result.completion_tokens / (infer_ms / 1000), 2) if infer_ms > 0 else 0.0,
             ),
         )
-        await reply.send(codec.encode(done))
+        await ctx.send(codec.encode(done))
 
     # -- text to speech ------------------------------------------------------------------------
-    async def synthesize(self, msg: Msg, reply: ReplyChannel) -> None:
+    def _check_reply_size(self, text: str, fmt: AudioFormat, speed: float) -> None:
+        limit = self.reply_limit() - HEADER_ROOM
+        per_second = fmt.rate * fmt.channels * SAMPLE_WIDTH[fmt.sample]
+        least = len(text) * MIN_SECONDS_PER_CHAR / speed * per_second
+        if least > limit:
+            most = int(limit / (MIN_SECONDS_PER_CHAR / speed * per_second))
+            raise PayloadTooLarge(
+                f"{len(text)} characters of speech as {fmt.rate} Hz {fmt.sample} x{fmt.channels} would not fit one "
+                f"reply (the server takes {self.reply_limit()} bytes): send at most about {most} characters per "
+                f"request (the TTS service splits text into sentences), or ask for a smaller format")
+
+    async def synthesize(self, msg: Msg, ctx: RequestContext) -> None:
         t0 = time.perf_counter()
         req = codec.decode(msg.data, SynthesizeRequest)
-        if not req.text.strip():
-            raise BadRequest("nothing to say: `text` is blank")
+        check_text(req.text)
         slot = self.pool.route(req.model, "tts", req.version)
-        async with self.pool.use(slot) as s:
-            result, queue_ms, infer_ms = await _run(s, s.backend.synthesize, req.text, req.voice, {"speed": req.speed})
-        duration = len(result.audio) / result.sample_rate
-        s.stats.record(queue_ms, infer_ms, audio_s=duration)
+        if req.format is not None:
+            self._check_reply_size(req.text, req.format, req.speed)
+        async with self.pool.use(slot, ctx) as s:
+            rate = s.info.sample_rate if s.info and s.info.sample_rate else 48000  # unknown: assume the most
+            self._check_reply_size(req.text, req.format or AudioFormat(rate=rate), req.speed)
+            if req.voice and s.info and req.voice not in s.info.voices:
+                raise BadRequest(f"{slot.id}: voice {req.voice!r} is not one of its speakers "
+                                 f"({', '.join(s.info.voices) or 'it has one voice: leave `voice` out'})")
+            job = wp.Synthesize(job=0, text=req.text, voice=req.voice, options={"speed": req.speed})
+            outcome = await self.pool.run(s, ctx, job)
+        result = outcome.result
         fmt = req.format or AudioFormat(rate=result.sample_rate, channels=1, sample="s16le")
-        pcm = await asyncio.to_thread(float_to_pcm, result.audio, result.sample_rate, fmt)
+        audio = np.frombuffer(result.audio or b"", dtype=np.float32)
+        duration = len(audio) / result.sample_rate
+        s.stats.record(outcome.queue_ms, result.infer_ms, audio_s=duration)
+        pcm = await asyncio.to_thread(float_to_pcm, audio, result.sample_rate, fmt)
+        if len(pcm) > self.reply_limit() - HEADER_ROOM:
+            raise PayloadTooLarge(f"the speech is {len(pcm)} bytes ({duration:.0f} s), more than one reply holds "
+                                  f"({self.reply_limit()} bytes): split the text, or ask for a smaller format")
         meta = SynthesizeReply(model=model_ref(slot), format=fmt, duration=round(duration, 3), timings=Timings(
-            queue_ms=round(queue_ms, 2), inference_ms=round(infer_ms, 2),
+            queue_ms=round(outcome.queue_ms, 2), inference_ms=round(result.infer_ms, 2),
             total_ms=round((time.perf_counter() - t0) * 1000, 2)))
-        await reply.send(pcm, codec.meta_headers(meta))
+        await ctx.send(pcm, codec.meta_headers(meta))
 
     # -- admin ---------------------------------------------------------------------------------
     def _info(self, slot: ModelSlot) -> ModelInfo:
-        return model_info(slot, self.m.config.manager.defaults.get(slot.spec.kind) == slot.id)
+        if slot.loaded:
+            self.pool.loader.measure(slot)
+        return model_info(slot, self.config.manager.defaults.get(slot.spec.kind) == slot.id)
 
-    async def list_models(self, msg: Msg, reply: ReplyChannel) -> None:
+    async def list_models(self, msg: Msg, ctx: RequestContext) -> None:
         req = _body(msg, ListModelsRequest)
         models = [self._info(s) for s in self.pool.slots.values() if req.kind in (None, s.spec.kind)]
-        await reply.send(codec.encode(ListModelsReply(manager=self.m.id, models=models)))
+        await ctx.send(codec.encode(ListModelsReply(manager=self.manager_id, models=models)))
 
     def _slot(self, model_id: str | None, version: str | None = None) -> ModelSlot:
         if not model_id:
             raise BadRequest("name the model: `model` is required")
         return self.pool.find(model_id, version)
 
-    async def load(self, msg: Msg, reply: ReplyChannel) -> None:
+    async def load(self, msg: Msg, ctx: RequestContext) -> None:
         req = _body(msg, LoadModelRequest)
         slot = self._slot(req.model, req.version)
         await self.pool.load(slot)
-        await reply.send(codec.encode(ModelReply(manager=self.m.id, model=self._info(slot))))
+        await ctx.send(codec.encode(ModelReply(manager=self.manager_id, model=self._info(slot))))
 
-    async def unload(self, msg: Msg, reply: ReplyChannel) -> None:
+    async def unload(self, msg: Msg, ctx: RequestContext) -> None:
         req = _body(msg, UnloadModelRequest)
         slot = self._slot(req.model)
         await self.pool.unload(slot)
-        await reply.send(codec.encode(ModelReply(manager=self.m.id, model=self._info(slot))))
+        await ctx.send(codec.encode(ModelReply(manager=self.manager_id, model=self._info(slot))))

@@ -25,9 +25,11 @@ class AdminPublisher:
         self.manager_id = manager_id
 
     async def model(self, event: str, model: str, kind: str = "", *, reason: str = "", ram: int = 0,
-                    vram: int = 0, load_ms: float = 0.0, detail: str = "") -> None:
+                    vram: int = 0, load_ms: float = 0.0, detail: str = "", pid: int | None = None,
+                    exit_code: int | None = None, signal: str | None = None, stderr: list[str] | None = None) -> None:
         msg = ModelEvent(ts=time.time(), manager=self.manager_id, event=event, model=model, kind=kind,
-                         reason=reason, ram_bytes=ram, vram_bytes=vram, load_ms=round(load_ms, 1), detail=detail)
+                         reason=reason, ram_bytes=ram, vram_bytes=vram, load_ms=round(load_ms, 1), detail=detail,
+                         pid=pid, exit_code=exit_code, signal=signal, stderr=list(stderr or []))
         log.info("model %s %s%s", model, event, f" ({reason})" if reason else "")
         await self._send(self.subjects.admin("model"), codec.encode(msg))
 

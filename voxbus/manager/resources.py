@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
-
 import psutil
 
 from voxbus.messages.admin import GpuStats
@@ -20,12 +18,6 @@ try:
     import pynvml
 except ImportError:  # nvidia-ml-py is a dependency, but tolerate its absence
     pynvml = None
-
-
-@dataclass(frozen=True)
-class MemoryReading:
-    rss_bytes: int
-    gpu_process_bytes: int  # this process's memory on GPU 0 (0 without a GPU)
 
 
 class Resources:
@@ -73,20 +65,21 @@ class Resources:
     def vram_total(self) -> int:
         return sum(g.total_bytes for g in self.gpus())
 
-    def gpu_process_bytes(self) -> int:
-        """This process's GPU memory, per NVML's process list (falls back to device used)."""
+    def gpu_process_bytes(self, pid: int | None = None) -> int:
+        """GPU memory of one process (a model's worker; default: this one), summed over GPUs, per
+        NVML's per-process accounting. 0 without a GPU, or where NVML cannot tell."""
+        if not self._nvml:
+            return 0
+        pid = pid or os.getpid()
         total = 0
-        pid = os.getpid()
         for h in self._handles:
             try:
                 procs = pynvml.nvmlDeviceGetComputeRunningProcesses(h)
-                total += sum((p.usedGpuMemory or 0) for p in procs if p.pid == pid)
-            except Exception:
-                total += pynvml.nvmlDeviceGetMemoryInfo(h).used
+            except Exception as exc:
+                log.debug("NVML process list unavailable: %s", exc)
+                continue
+            total += sum((p.usedGpuMemory or 0) for p in procs if p.pid == pid)
         return total
-
-    def reading(self) -> MemoryReading:
-        return MemoryReading(self.rss(), self.gpu_process_bytes() if self._nvml else 0)
 
     def close(self) -> None:
         if self._nvml:

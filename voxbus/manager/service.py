@@ -1,25 +1,24 @@
-"""The ModelManager process: a NATS micro service (discoverable via $SRV.PING/INFO/STATS) in a
-queue group, so several managers share the load; plus the idle reaper and resource snapshots.
+"""The ModelManager process: a supervisor of model worker processes behind one NATS micro service
+(discoverable via $SRV.PING/INFO/STATS) in a queue group, so several managers share the load;
+plus the idle reaper and resource snapshots.
 
-Endpoint callbacks only spawn a task and return: nats-py runs one subscription's callbacks one
-after another, so awaiting inference there would serialise every request to that endpoint and
-make cross-session batching impossible.
+The manager decides routing, admission and eviction and holds every request's queue; each loaded
+model runs in worker processes of its own (voxbus/manager/worker.py), so a native crash in a model
+library costs that model's running request, not the manager.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
-import time
 import uuid
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 import platformdirs
 from nats.aio.msg import Msg
-from nats.micro import Request, ServiceConfig, add_service
-from nats.micro.service import EndpointStats, Service
 
 from voxbus import __version__
 from voxbus.bus import Bus
@@ -28,15 +27,17 @@ from voxbus.manager.cancels import Cancellations
 from voxbus.manager.endpoints import Endpoints
 from voxbus.manager.events import AdminPublisher
 from voxbus.manager.pool import ModelPool
-from voxbus.manager.replies import ReplyChannel
+from voxbus.manager.requests import RequestContext, RequestTracker
 from voxbus.manager.resources import Resources
 from voxbus.messages import codec
 from voxbus.messages.admin import LoadedModelStats, ResourceSnapshot
 from voxbus.messages.model import GenerateCancel
+from voxbus.micro import Endpoint, MicroService
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Msg, ReplyChannel], Awaitable[None]]
+Handler = Callable[[Msg, RequestContext], Awaitable[None]]
+SHUTDOWN = "manager shutting down"
 
 
 class ModelManager:
@@ -51,55 +52,61 @@ class ModelManager:
         self.resources: Resources | None = None
         self.pool: ModelPool | None = None
         self.events: AdminPublisher | None = None
-        self.service: Service | None = None
-        self._tasks: set[asyncio.Task] = set()
-        self._loops: list[asyncio.Task] = []
-        self._endpoint_errors: dict[str, int] = {}
-        self._endpoint_inflight: dict[str, int] = {}
-        self._stopping = False
+        self.service: MicroService | None = None
+        self.requests: RequestTracker | None = None
         self.cancels = Cancellations()
+        self._loops: list[asyncio.Task] = []
         self._subs: list = []
+        self._stopping = False
 
     async def start(self) -> "ModelManager":
-        subjects = self.bus.subjects
+        subjects, nc = self.bus.subjects, self.bus.nc
         self.resources = Resources()
-        self.events = AdminPublisher(self.bus.nc, subjects, self.id)
+        self.events = AdminPublisher(nc, subjects, self.id)
         self.pool = ModelPool(self.config, self.resources, self.events, self.cache_dir)
-        api = Endpoints(self)
-        self.service = await add_service(self.bus.nc, ServiceConfig(
-            name=subjects.service_name(), version=__version__,
+        self.requests = RequestTracker(nc, float(self.config.client.heartbeat))
+        await self.requests.start()
+        api = Endpoints(self.pool, self.cancels, self.config, manager_id=self.id, reply_limit=lambda: nc.max_payload)
+        self.service = MicroService(
+            nc, name=subjects.service_name(), version=__version__,
             description="voxbus ModelManager: every model behind one NATS service",
-            metadata={"manager": self.id}, queue_group=subjects.queue_group("manager"),
-            stats_handler=self._endpoint_stats,
-        ))
+            metadata={"manager": self.id, "pid": str(os.getpid())}, queue_group=subjects.queue_group("manager"),
+            stats_data=self._endpoint_data)
+        await self.service.start()
         routes: list[tuple[str, str, Handler]] = [
             ("stt", "transcribe", api.transcribe), ("llm", "generate", api.generate),
             ("tts", "synthesize", api.synthesize), ("admin", "list", api.list_models),
             ("admin", "load", api.load), ("admin", "unload", api.unload),
         ]
         for kind, verb, handler in routes:
-            await self.service.add_endpoint(name=f"{kind}-{verb}", subject=subjects.model(kind, verb),
-                                            handler=self._spawner(f"{kind}-{verb}", handler))
+            await self.service.add_endpoint(f"{kind}-{verb}", subjects.model(kind, verb), self._handler(f"{kind}-{verb}", handler))
         # Not micro endpoints: a stop must reach every manager, not one of the queue group.
-        self._subs = [await self.bus.nc.subscribe(subjects.all_control("interrupt"), cb=self._on_interrupt),
-                      await self.bus.nc.subscribe(subjects.model("llm", "cancel"), cb=self._on_cancel)]
+        self._subs = [await nc.subscribe(subjects.all_control("interrupt"), cb=self._on_interrupt),
+                      await nc.subscribe(subjects.model("llm", "cancel"), cb=self._on_cancel)]
         self._loops = [asyncio.create_task(self._reaper()), asyncio.create_task(self._snapshots())]
         log.info("model manager %s serving %d models on %s.model.*", self.id, len(self.pool.slots), subjects.prefix)
         return self
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
-        """Stop taking requests, let running ones finish, unload everything. Safe to call twice."""
+        """Stop taking requests, let running ones finish (generations stop at their next token),
+        end every worker. Safe to call twice."""
         if self._stopping:
             return
         self._stopping = True
         for sub in self._subs:
-            await sub.unsubscribe()
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:
+                log.debug("unsubscribe: %s", exc)
         if self.service is not None:
+            await self.service.stop_intake()
+            self.requests.cancel_all("llm-generate", SHUTDOWN)
+            await self.service.drain(drain_timeout)
             await self.service.stop()
         for task in self._loops:
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=drain_timeout)
+        if self.requests is not None:
+            await self.requests.stop()
         if self.pool is not None:
             await self.pool.close()
         if self.resources is not None:
@@ -112,44 +119,38 @@ class ModelManager:
         await self.stop()
 
     # -- request plumbing ---------------------------------------------------------------------
-    def _spawner(self, name: str, handler: Handler) -> Callable[[Request], Awaitable[None]]:
-        async def spawn(request: Request) -> None:
-            msg = request._msg  # the micro Request wraps the raw message we need (headers, reply)
+    def _handler(self, name: str, handler: Handler) -> Callable[[Msg], Awaitable[str | None]]:
+        async def serve(msg: Msg) -> str | None:
             if not msg.reply:
-                return
-            task = asyncio.create_task(self._serve(name, handler, msg))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        return spawn
-
-    async def _serve(self, name: str, handler: Handler, msg: Msg) -> None:
-        channel = ReplyChannel(self.bus.nc, msg.reply)
-        self._endpoint_inflight[name] = self._endpoint_inflight.get(name, 0) + 1
-        try:
-            async with channel.heartbeats(self.config.client.heartbeat):
+                return None
+            ctx, joined = self.requests.begin(msg, name)
+            if joined:  # a retry of a request still in progress: its answer now goes here
+                await self.requests.join(ctx, msg)
+                return None
+            try:
+                await self.requests.accepted(ctx)
                 if len(msg.data) > self.config.manager.max_request_bytes:
                     raise PayloadTooLarge(f"request is {len(msg.data)} bytes; this manager takes at most "
                                           f"{self.config.manager.max_request_bytes} (manager.max_request_bytes)")
-                await handler(msg, channel)
-        except ModelError as exc:
-            self._count_error(name)
-            await channel.error(exc)
-        except ProtocolError as exc:
-            self._count_error(name)
-            await channel.error(BadRequest(str(exc)))
-        except Exception as exc:  # a bug or a library failure: answer, log, keep serving
-            self._count_error(name)
-            log.exception("%s failed", name)
-            await channel.error(ModelFailed(f"{type(exc).__name__}: {exc}"))
-        finally:
-            self._endpoint_inflight[name] -= 1
+                await handler(msg, ctx)
+                return None
+            except ModelError as exc:
+                await ctx.error(exc)
+                return f"{exc.code}: {exc.message}"
+            except ProtocolError as exc:
+                await ctx.error(BadRequest(str(exc)))
+                return f"bad_request: {exc}"
+            except Exception as exc:  # a bug: answer, log, keep serving
+                log.exception("%s failed", name)
+                await ctx.error(ModelFailed(f"{type(exc).__name__}: {exc}"))
+                return f"model_failed: {type(exc).__name__}"
+            finally:
+                self.requests.end(ctx)
 
-    def _count_error(self, name: str) -> None:
-        self._endpoint_errors[name] = self._endpoint_errors.get(name, 0) + 1
+        return serve
 
-    def _endpoint_stats(self, stats: EndpointStats) -> Any:
-        return {"errors": self._endpoint_errors.get(stats.name, 0), "inflight": self._endpoint_inflight.get(stats.name, 0)}
+    def _endpoint_data(self, endpoint: Endpoint) -> dict:
+        return {"in_flight": endpoint.in_flight}
 
     async def _on_interrupt(self, msg: Msg) -> None:
         session = self.bus.subjects.session_from(msg.subject)
@@ -175,6 +176,9 @@ class ModelManager:
 
     def snapshot(self) -> ResourceSnapshot:
         ram_budget, vram_budget = self.pool.budgets()
+        for s in self.pool.slots.values():
+            if s.loaded:
+                self.pool.loader.measure(s)
         models = [LoadedModelStats(id=s.id, kind=s.spec.kind, ram_bytes=s.ram, vram_bytes=s.vram,
                                    inflight=s.inflight, idle_s=round(s.idle_seconds(), 1))
                   for s in self.pool.slots.values() if s.loaded]
@@ -190,7 +194,7 @@ class ModelManager:
     async def _snapshots(self) -> None:
         while True:
             try:
-                await self.events.snapshot(await asyncio.to_thread(self.snapshot))
+                await self.events.snapshot(self.snapshot())
             except Exception:
                 log.exception("resource snapshot")
             await asyncio.sleep(self.config.manager.snapshot_interval)

@@ -290,8 +290,9 @@ class SttService:
                                                     language=self.cfg.language, session=s.sid)
             except ModelError as exc:
                 if exc.transient and not self._stopping:
-                    log.warning("session %s: transcription failed (%s); retrying in %.1fs", s.sid, exc, backoff)
-                    await asyncio.sleep(backoff)
+                    pause = max(backoff, exc.retry_after or 0.0)  # an overloaded manager says when
+                    log.warning("session %s: transcription failed (%s); retrying in %.1fs", s.sid, exc, pause)
+                    await asyncio.sleep(pause)
                     backoff = min(backoff * 2, 5.0)
                     continue
                 if self._stopping:

@@ -1,8 +1,9 @@
 """The narrow interface every model backend implements.
 
 Backends are the only modules that import model libraries (llama_cpp, faster_whisper, piper,
-TTS). Every method here is *blocking* and is called from the model's own worker thread, never
-from the event loop; a backend object is used by one thread at a time.
+TTS), and only model worker processes import backends (voxbus/manager/worker_main.py). Every
+method here is *blocking* and is called from the worker's main thread; a backend object is used
+by one thread at a time.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ class BackendError(Exception):
 
 class UnsupportedQuantization(BackendError):
     """The backend cannot apply the requested quantization."""
+
+
+class ContextTooLong(BackendError):
+    """The prompt does not fit the model's context window."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,10 @@ class TtsBackend(Backend):
 
     def voices(self) -> list[str]:
         return []
+
+    def output_rate(self) -> int:
+        """The sample rate it synthesizes at (0: unknown until it speaks)."""
+        return 0
 
 
 class LlmBackend(Backend):

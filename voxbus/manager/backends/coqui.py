@@ -81,6 +81,9 @@ class CoquiBackend(TtsBackend):
     def voices(self) -> list[str]:
         return list(self._loaded().speakers or [])
 
+    def output_rate(self) -> int:
+        return int(self._tts.synthesizer.output_sample_rate) if self._tts is not None else 0
+
     def synthesize(self, text: str, voice: str | None, options: dict[str, Any]) -> SynthesisResult:
         tts = self._loaded()
         if not text or not text.strip():

@@ -5,6 +5,7 @@ A `Llama` object is not thread-safe: the manager gives each loaded model one wor
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -14,10 +15,11 @@ import llama_cpp
 from llama_cpp import Llama
 
 from voxbus.manager.backends import llama_state
-from voxbus.manager.backends.chat_template import FALLBACKS
 from voxbus.manager.backends.base import (
-    BackendError, GenerateResult, LlmBackend, LoadSpec, UnsupportedQuantization,
+    BackendError, ContextTooLong, GenerateResult, LlmBackend, LoadSpec, UnsupportedQuantization,
 )
+from voxbus.manager.backends.chat_template import FALLBACKS
+from voxbus.manager.backends.cpu_features import cpu_flags, has_amx, llama_extra_buffers
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,17 @@ def gguf_file_type(path: Path) -> str | None:
     return _NAME_BY_TYPE.get(int(raw), f"type{raw}") if raw is not None else None
 
 
+def _context_checked(stream, n_ctx: int):
+    """llama-cpp-python raises a plain ValueError for a chat prompt longer than the context (it
+    renders the template itself, so it cannot be checked before): make it a ContextTooLong."""
+    try:
+        yield from stream
+    except ValueError as exc:
+        if "exceed context window" in str(exc):
+            raise ContextTooLong(f"{exc}: shorten the messages, or drop old turns (options.n_ctx is {n_ctx})") from None
+        raise
+
+
 def quantized_path(spec: LoadSpec, target: str) -> Path:
     """Quantize once into the cache, keyed by the source's fingerprint and the target type."""
     if spec.cache_dir is None or not spec.fingerprint:
@@ -67,6 +80,29 @@ def quantized_path(spec: LoadSpec, target: str) -> Path:
     return out
 
 
+@contextlib.contextmanager
+def model_params(**fields):
+    """Set llama_model_params fields that `Llama()` has no argument for (use_extra_bufts).
+
+    Llama() builds its params from llama_model_default_params() and loads the model inside its
+    constructor, so the defaults are adjusted for that one call; a worker loads one model at a
+    time on one thread, so nothing else sees the change."""
+    low = llama_cpp.llama_cpp
+    real = low.llama_model_default_params
+
+    def adjusted():
+        params = real()
+        for name, value in fields.items():
+            setattr(params, name, value)
+        return params
+
+    low.llama_model_default_params = adjusted
+    try:
+        yield
+    finally:
+        low.llama_model_default_params = real
+
+
 class LlamaBackend(LlmBackend):
     name = "llama_cpp"
     quantizations = tuple(FILE_TYPES)
@@ -77,6 +113,7 @@ class LlamaBackend(LlmBackend):
         self.file_type: str | None = None
         self.owner: str | None = None  # the conversation whose tokens the context holds now
         self.chat_fallback = None  # (formatter, stops) when the GGUF has no chat template
+        self.extra_buffers = True
 
     def snapshot_loader(self):
         return llama_state.KvSnapshot.from_bytes
@@ -92,14 +129,21 @@ class LlamaBackend(LlmBackend):
         if target and target != source_type:
             path = quantized_path(spec, target)
         opts = dict(spec.options)
-        self.llm = Llama(
-            model_path=str(path),
-            n_ctx=int(opts.pop("n_ctx", 4096)),
-            n_gpu_layers=spec.n_gpu_layers if spec.device == "cuda" else 0,
-            n_threads=spec.threads or os.cpu_count(),
-            verbose=False,
-            **opts,
-        )
+        flags = cpu_flags()
+        extra = llama_extra_buffers(flags, opts.pop("use_extra_bufts", None))
+        if not extra and has_amx(flags):
+            log.info("%s: AMX CPU: llama.cpp's extra buffer types are off (its AMX kernels crash; "
+                     "docs/BENCHMARKS.md)", spec.model_id)
+        with model_params(use_extra_bufts=extra):
+            self.llm = Llama(
+                model_path=str(path),
+                n_ctx=int(opts.pop("n_ctx", 4096)),
+                n_gpu_layers=spec.n_gpu_layers if spec.device == "cuda" else 0,
+                n_threads=spec.threads or os.cpu_count(),
+                verbose=False,
+                **opts,
+            )
+        self.extra_buffers = extra
         self.path = path
         self.file_type = target or source_type
         meta = self.llm.metadata
@@ -139,11 +183,12 @@ class LlamaBackend(LlmBackend):
                 render, stops = self.chat_fallback
                 prompt = render(messages)
                 sampling["stop"] = (sampling["stop"] or []) + stops
+            self._check_fits(prompt)
             stream = llm.create_completion(prompt, **sampling)
         pieces: list[str] = []
         finish = "stop"
         try:
-            for chunk in stream:
+            for chunk in _context_checked(stream, llm.n_ctx()):
                 if cancelled():
                     finish = "cancelled"
                     break
@@ -168,6 +213,13 @@ class LlamaBackend(LlmBackend):
             text="".join(pieces), prompt_tokens=prompt_tokens,
             completion_tokens=completion, cached_tokens=cached, finish_reason=finish,
         )
+
+    def _check_fits(self, prompt: str) -> None:
+        """A prompt must leave room for at least one generated token in the context."""
+        n = len(self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
+        if n >= self.llm.n_ctx():
+            raise ContextTooLong(f"the prompt is {n} tokens; this model's context holds {self.llm.n_ctx()} "
+                                 f"(options.n_ctx): shorten it, or drop old turns of the conversation")
 
     @classmethod
     def supports_cuda(cls) -> bool:

@@ -32,6 +32,9 @@ class PiperBackend(TtsBackend):
             return []
         return sorted(self.voice.config.speaker_id_map or {})
 
+    def output_rate(self) -> int:
+        return self.voice.config.sample_rate if self.voice is not None else 0
+
     def synthesize(self, text: str, voice: str | None, options: dict[str, Any]) -> SynthesisResult:
         assert self.voice is not None, "synthesize before load"
         if not text.strip():

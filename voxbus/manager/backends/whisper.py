@@ -30,6 +30,7 @@ CPU_BATCH_AUDIO_S = 80
 # full 30 s path.
 TOKENS_PER_S = 8
 TOKENS_SLACK = 10
+SINGLE_MAX_TOKENS = 220  # Whisper's max_length is 448 tokens for prompt and output together
 
 
 def batch_window(seconds: float, pad_seconds: float) -> int:
@@ -67,6 +68,7 @@ class WhisperBackend(SttBackend):
 
     def transcribe(self, audio: np.ndarray, language: str | None, options: dict[str, Any]) -> TranscribeResult:
         assert self.model is not None, "transcribe before load"
+        seconds = len(audio) / self.sample_rate
         segments, info = self.model.transcribe(
             audio,
             language=None if self.english_only else language,
@@ -74,6 +76,9 @@ class WhisperBackend(SttBackend):
             vad_filter=False,  # the STT service cuts utterances; the manager transcribes what it gets
             condition_on_previous_text=False,
             without_timestamps=False,
+            # Noise can make the decoder babble to its 448-token limit ("!!!!..."), seconds of work
+            # per window: twice the batched path's cap leaves real speech alone and bounds that.
+            max_new_tokens=min(SINGLE_MAX_TOKENS, 2 * token_cap(min(seconds, WINDOW_S))),
         )
         # The segments generator is lazy: consuming it *is* the inference, so do it here,
         # in the model's worker thread, never on the event loop.

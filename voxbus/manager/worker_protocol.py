@@ -1,0 +1,183 @@
+"""What the manager and a model's worker process say to each other over their socket pair.
+
+Internal to one machine (never on NATS): msgpack-encoded msgspec Structs, each frame prefixed
+with its length. Audio crosses as raw float32 bytes; at the sizes voxbus sends (an utterance is
+at most 30 s, 1.9 MB) a copy through the socket costs well under a millisecond, so there is no
+shared memory (bench/worker_overhead.py measures the whole hop).
+
+    manager -> worker   Load, then any number of Transcribe / Synthesize / Generate (one at a
+                        time), Cancel (of the running Generate) and finally Stop
+    worker  -> manager  Loaded or Failed; per job: Text pieces (Generate), then Result or
+                        Failed; Cache events whenever the conversation store changes
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any, Literal, Union
+
+import msgspec
+from msgspec import Struct
+
+_LEN = struct.Struct(">I")
+MAX_FRAME = 1 << 30
+
+
+class _Msg(Struct, tag_field="t", kw_only=True):
+    pass
+
+
+# -- manager -> worker -----------------------------------------------------------------------
+class Load(_Msg, tag="load"):
+    backend: str
+    model_id: str
+    path: str
+    config_path: str | None = None
+    quantization: str | None = None
+    device: str = "cpu"
+    n_gpu_layers: int = 0
+    threads: int | None = None
+    options: dict[str, Any] = {}
+    fingerprint: str = ""
+    cache_dir: str | None = None
+    conversations: dict[str, Any] | None = None
+    """CacheConfig fields plus model_key, for LLMs that keep per-conversation KV states."""
+
+
+class Transcribe(_Msg, tag="transcribe"):
+    job: int
+    audios: list[bytes]
+    """float32 mono at the backend's sample rate, one per utterance."""
+    language: str | None = None
+    options: dict[str, Any] = {}
+    batch: bool = False
+    """True: one transcribe_batch call for all; False: exactly one utterance, one by one."""
+
+
+class Synthesize(_Msg, tag="synthesize"):
+    job: int
+    text: str
+    voice: str | None = None
+    options: dict[str, Any] = {}
+
+
+class Generate(_Msg, tag="generate"):
+    job: int
+    prompt: str | None = None
+    messages: list[dict[str, str]] | None = None
+    options: dict[str, Any] = {}
+    conversation: str | None = None
+
+
+class Cancel(_Msg, tag="cancel"):
+    job: int
+
+
+class Stop(_Msg, tag="stop"):
+    """Save conversation states (when spilling is on), unload and exit."""
+
+
+# -- worker -> manager -----------------------------------------------------------------------
+class Loaded(_Msg, tag="loaded"):
+    pid: int
+    footprint_hint: int = 0
+    sample_rate: int = 0
+    """STT: the rate it takes; TTS: the rate it speaks at (0: unknown)."""
+    batch_max_seconds: float = 0.0
+    """STT: longest utterance transcribe_batch takes; 0: no batching."""
+    voices: list[str] = []
+
+
+class Segment(Struct, array_like=True):
+    start: float
+    end: float
+    text: str
+
+
+class Transcript(Struct, kw_only=True):
+    segments: list[Segment]
+    language: str
+    duration: float
+
+
+class Text(_Msg, tag="text"):
+    job: int
+    text: str
+
+
+class Result(_Msg, tag="result"):
+    job: int
+    infer_ms: float
+    transcripts: list[Transcript] | None = None
+    audio: bytes | None = None
+    """Synthesize: float32 mono in [-1, 1]."""
+    sample_rate: int = 0
+    text: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    finish_reason: str = ""
+
+
+class Failed(_Msg, tag="failed"):
+    job: int | None = None
+    """None: the load failed."""
+    kind: Literal["bad_input", "context_length", "failed"] = "failed"
+    """bad_input: the backend refused this input (a 4xx); failed: it broke (a 500)."""
+    message: str = ""
+
+
+class Cache(_Msg, tag="cache"):
+    event: str
+    conversation: str
+    bytes: int = 0
+    reason: str = ""
+
+
+ToWorker = Union[Load, Transcribe, Synthesize, Generate, Cancel, Stop]
+FromWorker = Union[Loaded, Text, Result, Failed, Cache]
+Job = Union[Transcribe, Synthesize, Generate]
+
+_encoder = msgspec.msgpack.Encoder()
+to_worker = msgspec.msgpack.Decoder(ToWorker)
+from_worker = msgspec.msgpack.Decoder(FromWorker)
+
+
+def frame(msg: _Msg) -> bytes:
+    body = _encoder.encode(msg)
+    return _LEN.pack(len(body)) + body
+
+
+async def read_frame(reader) -> bytes | None:
+    """One frame from an asyncio StreamReader; None at end of stream."""
+    import asyncio
+
+    try:
+        head = await reader.readexactly(_LEN.size)
+        return await reader.readexactly(_LEN.unpack(head)[0])
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+
+
+class BlockingChannel:
+    """The worker's end: blocking reads on one thread, writes from another, on one socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._file = sock.makefile("rb")
+
+    def recv(self) -> ToWorker | None:
+        head = self._file.read(_LEN.size)
+        if len(head) < _LEN.size:
+            return None
+        (size,) = _LEN.unpack(head)
+        if size > MAX_FRAME:
+            raise ValueError(f"frame of {size} bytes")
+        body = self._file.read(size)
+        if len(body) < size:
+            return None
+        return to_worker.decode(body)
+
+    def send(self, msg: _Msg) -> None:
+        self.sock.sendall(frame(msg))

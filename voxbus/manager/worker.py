@@ -29,7 +29,9 @@ from voxbus.manager import worker_protocol as wp
 log = logging.getLogger(__name__)
 
 STDERR_LINES = 30
-
+SOCKET_BUFFER = 4 << 20
+_LEVELS = {"WARNING": logging.WARNING, "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL,
+           "Fatal": logging.ERROR, "Traceback": logging.ERROR}  # worker_main's log format, faulthandler
 
 @dataclass
 class WorkerExit:
@@ -82,6 +84,7 @@ class ModelWorker:
         self.jobs = 0
         self.peak_rss = 0
         self.vram = 0  # its GPU memory at the last measurement (NVML, per process)
+        self._ps: psutil.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self._reply: asyncio.Future | None = None  # the Loaded/Failed or Result/Failed awaited now
@@ -110,12 +113,18 @@ class ModelWorker:
     async def start(self, load: wp.Load, timeout: float) -> wp.Loaded:
         """Spawn the process and load the model in it; raises WorkerFailed or WorkerDied."""
         parent, child = socket.socketpair()
+        for sock in (parent, child):  # room for a whole 30 s utterance, so it goes in one write
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
         try:
             # Spawned from the event loop's thread: PR_SET_PDEATHSIG follows the spawning thread.
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "voxbus.manager.worker_main", "--fd", str(child.fileno()),
                 "--parent", str(os.getpid()), pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        except BaseException:
+            parent.close()
+            raise
         finally:
             child.close()
         reader, self._writer = await asyncio.open_unix_connection(sock=parent)
@@ -191,7 +200,9 @@ class ModelWorker:
     def sample_rss(self) -> int:
         """This worker's resident memory now; the largest reading is its footprint."""
         try:
-            rss = psutil.Process(self.pid).memory_info().rss
+            if self._ps is None:
+                self._ps = psutil.Process(self.pid)
+            rss = self._ps.memory_info().rss
         except (psutil.Error, ValueError):
             return 0
         self.peak_rss = max(self.peak_rss, rss)
@@ -232,11 +243,14 @@ class ModelWorker:
                 await self.kill("closed its channel")
 
     async def _read_stderr(self) -> None:
+        """The worker's output: its own warnings and errors reach the manager's log at their level,
+        the libraries' chatter (llama.cpp prints its setup) only at debug level."""
         stream = self.proc.stdout
         while line := await stream.readline():
             text = line.decode(errors="replace").rstrip()
             self._stderr.append(text)
-            log.info("[%s#%d pid %d] %s", self.model_id, self.index, self.pid, text)
+            level = _LEVELS.get(text.split(" ", 1)[0], logging.DEBUG)
+            log.log(level, "[%s#%d pid %d] %s", self.model_id, self.index, self.pid, text)
 
     async def _wait(self) -> None:
         await self.proc.wait()

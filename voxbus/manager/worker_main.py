@@ -5,9 +5,10 @@ is fd N (voxbus/manager/worker_protocol.py). This process is the only kind that 
 library: a segfault, an abort or the OOM killer here costs this model's running request, never
 the manager or the other models.
 
-Two threads: the main thread loads the model and runs one job at a time (a llama.cpp context is
-not thread-safe, and faster-whisper's lazy segments are consumed where the model runs); a reader
-thread takes frames off the socket, so a Cancel reaches a running generation between tokens.
+One thread loads the model and runs one job at a time (a llama.cpp context is not thread-safe,
+and faster-whisper's lazy segments are consumed where the model runs). It reads the next job
+straight off the socket, and between a generation's tokens it looks for a waiting Cancel without
+blocking: no reader thread, so no thread hand-off on every job.
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ import ctypes
 import faulthandler
 import logging
 import os
-import queue
 import signal
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -90,7 +89,27 @@ class Runner:
     def __init__(self, backend: Backend, channel: wp.BlockingChannel) -> None:
         self.backend = backend
         self.channel = channel
-        self.cancelled: set[int] = set()  # written by the reader thread, read between tokens
+        self.stop = False  # a Stop (or the manager's end of the socket) arrived during a job
+
+    def serve(self) -> None:
+        """Run jobs as they come until Stop or end of stream."""
+        while not self.stop:
+            msg = self.channel.recv()
+            if msg is None or isinstance(msg, wp.Stop):
+                return
+            if not isinstance(msg, wp.Cancel):  # a Cancel that came after its job had finished
+                self.run(msg)
+
+    def cancelled(self, job: int) -> bool:
+        """Between tokens: take every frame already waiting; True once this job is to stop."""
+        stop = self.stop
+        while not stop and self.channel.waiting():
+            msg = self.channel.recv()
+            if msg is None or isinstance(msg, wp.Stop):
+                self.stop = stop = True
+            elif isinstance(msg, wp.Cancel) and msg.job == job:
+                stop = True
+        return stop
 
     def run(self, job: wp.Job) -> None:
         started = time.perf_counter()
@@ -106,8 +125,6 @@ class Runner:
             log.exception("job %d failed", job.job)
             self.channel.send(wp.Failed(job=job.job, kind="failed", message=f"{type(exc).__name__}: {exc}"))
             return
-        finally:
-            self.cancelled.discard(job.job)
         out.infer_ms = (time.perf_counter() - started) * 1000
         self.channel.send(out)
 
@@ -131,27 +148,18 @@ class Runner:
                 def on_text(text: str) -> None:
                     self.channel.send(wp.Text(job=n, text=text))
 
-                res = b.generate(job.prompt, job.messages, job.options, on_text, lambda: n in self.cancelled,
-                                 job.conversation)
+                stopped = False
+
+                def cancelled() -> bool:
+                    nonlocal stopped
+                    stopped = stopped or self.cancelled(n)
+                    return stopped
+
+                res = b.generate(job.prompt, job.messages, job.options, on_text, cancelled, job.conversation)
                 return wp.Result(job=n, infer_ms=0, text=res.text, prompt_tokens=res.prompt_tokens,
                                  completion_tokens=res.completion_tokens, cached_tokens=res.cached_tokens,
                                  finish_reason=res.finish_reason)
         raise BackendError(f"unknown job {type(job).__name__}")
-
-
-def _read(channel: wp.BlockingChannel, jobs: queue.Queue, runner: Runner) -> None:
-    """Reader thread: jobs go to the main thread; a cancel is noted at once; EOF or Stop ends it."""
-    try:
-        while (msg := channel.recv()) is not None:
-            if isinstance(msg, wp.Cancel):
-                runner.cancelled.add(msg.job)
-            elif isinstance(msg, wp.Stop):
-                break
-            else:
-                jobs.put(msg)
-    except (OSError, ValueError, msgspec.DecodeError) as exc:
-        log.error("manager channel broken: %s", exc)
-    jobs.put(None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.fd is None or args.parent is None:
         parser.error("--fd and --parent are required")
     _die_with_parent(args.parent)
+    # Ctrl-C in a terminal reaches the whole process group: the manager ends its workers itself,
+    # after they have saved their state, so the worker must not die of it first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.enable()  # a native crash leaves its Python stack on stderr: the crash event shows it
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     channel = wp.BlockingChannel(socket.socket(fileno=args.fd))
@@ -183,11 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         channel.send(wp.Failed(kind="failed", message=f"{type(exc).__name__}: {exc}"))
         return 1
     channel.send(_loaded(backend))
-    runner = Runner(backend, channel)
-    jobs: queue.Queue = queue.Queue()
-    threading.Thread(target=_read, args=(channel, jobs, runner), name="channel", daemon=True).start()
-    while (job := jobs.get()) is not None:
-        runner.run(job)
+    try:
+        Runner(backend, channel).serve()
+    except (OSError, ValueError, msgspec.DecodeError) as exc:
+        log.error("manager channel broken: %s", exc)
     try:
         backend.unload()  # an LLM spills its conversation states here, when spilling is on
     except Exception:

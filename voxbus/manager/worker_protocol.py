@@ -13,6 +13,7 @@ shared memory (bench/worker_overhead.py measures the whole hop).
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 from typing import Any, Literal, Union
@@ -161,23 +162,35 @@ async def read_frame(reader) -> bytes | None:
 
 
 class BlockingChannel:
-    """The worker's end: blocking reads on one thread, writes from another, on one socket."""
+    """The worker's end: one thread, blocking reads of whole frames, and a non-blocking look for
+    a waiting frame (a Cancel between tokens)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._file = sock.makefile("rb")
+
+    def _exactly(self, n: int) -> bytearray | None:
+        buf = bytearray(n)
+        view, got = memoryview(buf), 0
+        while got < n:
+            k = self.sock.recv_into(view[got:])
+            if k == 0:
+                return None
+            got += k
+        return buf
 
     def recv(self) -> ToWorker | None:
-        head = self._file.read(_LEN.size)
-        if len(head) < _LEN.size:
+        """The next frame; None at end of stream (the manager is gone)."""
+        head = self._exactly(_LEN.size)
+        if head is None:
             return None
         (size,) = _LEN.unpack(head)
         if size > MAX_FRAME:
             raise ValueError(f"frame of {size} bytes")
-        body = self._file.read(size)
-        if len(body) < size:
-            return None
-        return to_worker.decode(body)
+        body = self._exactly(size)
+        return None if body is None else to_worker.decode(body)
+
+    def waiting(self) -> bool:
+        return bool(select.select([self.sock], [], [], 0)[0])
 
     def send(self, msg: _Msg) -> None:
         self.sock.sendall(frame(msg))

@@ -14,7 +14,7 @@ from voxbus.client import ModelClient
 from voxbus.config import ClientConfig, Duration
 from voxbus.errors import Overloaded
 from voxbus.manager.replies import QUEUE_HEADER, STATUS_HEADER
-from voxbus.manager.requests import REQUEST_ID_HEADER
+from voxbus.manager.requests import DEADLINE_HEADER, REQUEST_ID_HEADER
 from voxbus.messages import GenerateChunk, GenerateDone, GenerateRequest, SamplingOptions, codec
 from voxbus.server import NatsServer
 from voxbus.subjects import Subjects
@@ -40,8 +40,8 @@ def request(tokens: int, text: str = "Once upon a time") -> bytes:
 class RawCall:
     """A request published by hand, so the test sees every heartbeat and can walk away."""
 
-    def __init__(self, bus, data: bytes, key: str | None = None) -> None:
-        self.bus, self.data, self.key = bus, data, key or uuid.uuid4().hex
+    def __init__(self, bus, data: bytes, key: str | None = None, deadline: float | None = None) -> None:
+        self.bus, self.data, self.key, self.deadline = bus, data, key or uuid.uuid4().hex, deadline
         self.messages: list = []
         self.sub = None
 
@@ -52,8 +52,10 @@ class RawCall:
             self.messages.append((time.monotonic(), msg))
 
         self.sub = await self.bus.nc.subscribe(inbox, cb=on_msg)
-        await self.bus.nc.publish(self.bus.subjects.model("llm", "generate"), self.data, reply=inbox,
-                                  headers={REQUEST_ID_HEADER: self.key})
+        headers = {REQUEST_ID_HEADER: self.key}
+        if self.deadline is not None:
+            headers[DEADLINE_HEADER] = str(self.deadline)
+        await self.bus.nc.publish(self.bus.subjects.model("llm", "generate"), self.data, reply=inbox, headers=headers)
         await self.bus.nc.flush()
         return self
 
@@ -125,6 +127,22 @@ async def test_a_caller_that_goes_away_mid_queue_costs_no_inference(stack):
     await running.done()
     await asyncio.sleep(0.3)
     assert jobs(manager) == before + 1, "only the request whose caller stayed ran"
+
+
+async def test_work_past_its_deadline_is_dropped_before_it_starts(stack):
+    bus, manager, models = stack
+    slot = manager.pool.slots["gemma3-270m"]
+    before = jobs(manager)
+    running = await RawCall(bus, request(200)).send()
+    await until(lambda: slot.workers[0].state == "busy")
+    late = await RawCall(bus, request(8, "Too late"), deadline=0.5).send()  # the caller waits half a second
+    await until(lambda: any(b"timeout" in m.data for _, m in late.messages), timeout=5)
+    assert slot.workers[0].state == "busy" and not slot.waiting
+    error = next(m for _, m in late.messages if b"timeout" in m.data)
+    assert error.headers["Nats-Service-Error-Code"] == "504"
+    await running.done()
+    await asyncio.sleep(0.3)
+    assert jobs(manager) == before + 1, "the late request never ran"
 
 
 async def test_a_retried_request_runs_once(stack):

@@ -202,3 +202,48 @@ async def test_a_hung_worker_is_killed_by_the_watchdog(tmp_path):
             assert model == "gemma3-270m" and exit.signal == "SIGKILL" and "watchdog" in exit.reason
             done = await models.complete("Hello", max_tokens=2, temperature=0.0)
             assert done.usage.completion_tokens == 2
+
+
+async def test_an_unexpected_worker_crash_fails_the_test_that_saw_it(tmp_path):
+    """The suite's own guard (tests/helpers.running_manager): a crash nobody injected is named."""
+    async with NatsServer(embedded_config(), store_dir=tmp_path / "js") as server:
+        config = make_config(server.url, tmp_path / "cache")
+        with pytest.raises(pytest.fail.Exception, match=r"piper-joe: pid \d+ killed by SIGKILL"):
+            async with running_manager(config) as (bus, manager):
+                models = ModelClient.from_bus(bus)
+                await models.load("piper-joe")
+                os.kill(manager.pool.slots["piper-joe"].workers[0].pid, signal.SIGKILL)
+                await asyncio.sleep(0.5)
+
+
+async def test_ctrl_c_to_the_whole_process_group_stops_cleanly_and_keeps_state(tmp_path):
+    """A terminal's Ctrl-C reaches the manager and its workers alike. The workers leave it to the
+    manager, which stops them in order: the LLM's worker saves its conversation states first."""
+    spill = tmp_path / "spill"
+    async with NatsServer(embedded_config(), store_dir=tmp_path / "js") as server:
+        cfg = tmp_path / "voxbus.yaml"
+        cfg.write_text(yaml.safe_dump({"manager": {"cache_dir": str(tmp_path / "cache")},
+                                       "cache": {"spill_dir": str(spill)}}))
+        proc = subprocess.Popen([sys.executable, "-m", "voxbus", "manager", "--nats", server.url, "--config", str(cfg),
+                                 "--preload", "gemma3-270m"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        nc = await connect(server.url, "ctrl-c")
+        try:
+            while not (line := await asyncio.to_thread(proc.stdout.readline)).startswith("loaded "):
+                assert line, "the manager exited early"
+            done = await client(nc).complete(messages=[{"role": "user", "content": "Hello!"}], conversation="kept",
+                                             max_tokens=4, temperature=0.0)
+            assert done.usage.completion_tokens > 0
+            os.killpg(proc.pid, signal.SIGINT)
+            out, err = await asyncio.to_thread(proc.communicate, timeout=60)
+            s = Subjects()
+            events = [codec.decode(m.data, ModelEvent)
+                      async for m in stored(nc.jetstream(), s.stream("admin"), s.admin("model"))]
+        finally:
+            await nc.close()
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, err[-2000:]
+        assert [(e.event, e.reason) for e in events if e.model == "gemma3-270m"][-1] == ("unloaded", "shutdown")
+        assert list(spill.rglob("*.kv")), "the conversation's KV state was saved before the worker exited"
+        assert "Traceback" not in err, err[-2000:]

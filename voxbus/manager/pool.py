@@ -23,7 +23,7 @@ from voxbus.manager.crashes import CrashHistory
 from voxbus.manager.events import AdminPublisher
 from voxbus.manager.loading import ModelLoader, quarantine_error
 from voxbus.manager.quantization import resolve_quantization
-from voxbus.manager.requests import CALLER_GONE, DEADLINE, RequestContext
+from voxbus.manager.requests import CALLER_GONE, DEADLINE, SHUTDOWN, RequestContext
 from voxbus.manager.resources import Resources
 from voxbus.manager.slot import ModelSlot
 from voxbus.manager.work_queue import Outcome
@@ -41,6 +41,8 @@ def cancelled_error(ctx: RequestContext) -> ModelError:
         return Timeout("the request's deadline passed before it was served")
     if ctx.cancelled == CALLER_GONE:
         return Cancelled("the caller went away")
+    if ctx.cancelled == SHUTDOWN:  # it never started: another manager can take the retry
+        return Unavailable("the manager is shutting down; the request did not start")
     return Cancelled(f"cancelled: {ctx.cancelled}")
 
 

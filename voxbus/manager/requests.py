@@ -33,6 +33,7 @@ REQUEST_ID_HEADER = "Vox-Request-Id"
 
 CALLER_GONE = "caller gone"
 DEADLINE = "deadline passed"
+SHUTDOWN = "manager shutting down"
 
 
 class RequestContext:

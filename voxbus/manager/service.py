@@ -27,7 +27,7 @@ from voxbus.manager.cancels import Cancellations
 from voxbus.manager.endpoints import Endpoints
 from voxbus.manager.events import AdminPublisher
 from voxbus.manager.pool import ModelPool
-from voxbus.manager.requests import RequestContext, RequestTracker
+from voxbus.manager.requests import SHUTDOWN, RequestContext, RequestTracker
 from voxbus.manager.resources import Resources
 from voxbus.messages import codec
 from voxbus.messages.admin import LoadedModelStats, ResourceSnapshot
@@ -37,7 +37,6 @@ from voxbus.micro import Endpoint, MicroService
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Msg, RequestContext], Awaitable[None]]
-SHUTDOWN = "manager shutting down"
 
 
 class ModelManager:

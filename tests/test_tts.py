@@ -176,3 +176,27 @@ async def test_speech_comes_in_the_format_and_voice_the_session_asked_for(stack)
     audio = [c for _, c, n in got if n]
     assert audio and all(c.format == wanted for c in audio)
     assert all(n % wanted.frame_bytes == 0 for _, c, n in got)
+
+
+async def test_a_stray_control_character_does_not_cost_its_sentence(stack):
+    """The manager refuses control characters (a NUL crashed the phonemizer); the TTS service
+    speaks around them, so one stray byte in a reply is not a lost sentence."""
+    _, bus, client, _, _, _ = stack
+    from voxbus.messages import SessionError
+
+    sid = "ctl-char"
+    errors = []
+
+    async def on_error(msg):
+        errors.append(codec.decode(msg.data, SessionError))
+
+    esub = await bus.nc.subscribe(bus.subjects.control(sid, "error"), cb=on_error)
+    got, sub = await collect_chunks(bus, sid)
+    await bus.js.publish(bus.subjects.say(sid), codec.encode(SayRequest(text="Hello\x00 there, my \x1b friend.", final=True)))
+    for _ in range(300):
+        if got and got[-1][1].final:
+            break
+        await asyncio.sleep(0.05)
+    await sub.unsubscribe()
+    await esub.unsubscribe()
+    assert sum(n for _, _, n in got) > 0 and not errors, errors

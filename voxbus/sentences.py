@@ -5,6 +5,16 @@ from __future__ import annotations
 
 import re
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def speakable(text: str) -> str:
+    """Text as the TTS service sends it to be spoken: control characters (which the manager
+    refuses: a NUL crashed the phonemizer) become spaces, so one stray byte in an LLM's reply or a
+    say request does not cost its whole sentence."""
+    return _CONTROL.sub(" ", text)
+
+
 _END = re.compile(r"[.!?]+[\"')\]]*(?=\s)|\n+")
 _CLAUSE = re.compile(r"[,;:](?=\s)")
 

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-cuda", metavar="BACKEND", help="print 1 if the backend's library can use CUDA, else 0")
     args = parser.parse_args(argv)
     if args.probe_cuda:
-        print(int(backend_class(args.probe_cuda).supports_cuda()))
+        sys.stdout.write(f"{int(backend_class(args.probe_cuda).supports_cuda())}\n")
         return 0
     if args.fd is None or args.parent is None:
         parser.error("--fd and --parent are required")

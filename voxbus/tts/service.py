@@ -25,7 +25,7 @@ from voxbus.messages import codec
 from voxbus.messages.audio import AudioFormat, SpeechChunk
 from voxbus.messages.control import SessionStart
 from voxbus.messages.text import SayRequest
-from voxbus.sentences import SentenceSplitter
+from voxbus.sentences import SentenceSplitter, speakable
 from voxbus.session_errors import report_session_error
 from voxbus.stt.consumers import bind_resuming
 
@@ -161,7 +161,10 @@ class TtsService:
 
     async def _synthesize(self, s: _Session, piece: _Piece, epoch: int) -> None:
         model, _, speaker = (piece.voice or "").partition(":")
-        pcm, meta = await self.models.synthesize(piece.text, model=model or None, voice=speaker or None,
+        text = speakable(piece.text)
+        if not text.strip():
+            return
+        pcm, meta = await self.models.synthesize(text, model=model or None, voice=speaker or None,
                                                  format=piece.format)
         if epoch != s.epoch:
             return  # interrupted while synthesizing: this audio is never published

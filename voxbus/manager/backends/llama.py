@@ -1,6 +1,6 @@
 """llama.cpp (GGUF) text generation through llama-cpp-python, with on-demand requantization.
 
-A `Llama` object is not thread-safe: the manager gives each loaded model one worker thread.
+A `Llama` object is not thread-safe: each loaded model runs in a worker process that uses it from one thread.
 """
 
 from __future__ import annotations
@@ -113,7 +113,6 @@ class LlamaBackend(LlmBackend):
         self.file_type: str | None = None
         self.owner: str | None = None  # the conversation whose tokens the context holds now
         self.chat_fallback = None  # (formatter, stops) when the GGUF has no chat template
-        self.extra_buffers = True
 
     def snapshot_loader(self):
         return llama_state.KvSnapshot.from_bytes
@@ -143,7 +142,6 @@ class LlamaBackend(LlmBackend):
                 verbose=False,
                 **opts,
             )
-        self.extra_buffers = extra
         self.path = path
         self.file_type = target or source_type
         meta = self.llm.metadata

@@ -1,6 +1,7 @@
 """`voxbus models` against a running manager, and a Coqui voice served through the manager."""
 
 import asyncio
+import json
 import os
 import sys
 
@@ -42,6 +43,11 @@ async def test_models_table_load_and_unload(nats_server, tmp_path):
         assert worker.startswith("  └ worker 0: pid ") and ", idle, RSS " in worker and "0 crashes" in worker, out
         pid = int(worker.split("pid ")[1].split(",")[0])
         assert psutil.pid_exists(pid) and pid != os.getpid()
+        rc, out, err = await voxbus("models", "--json", "--nats", nats_server.url)
+        listed = {m["id"]: m for m in json.loads(out)["models"]}["piper-joe"]
+        (only,) = listed["workers"]
+        assert rc == 0 and only["pid"] == pid and only["rss_bytes"] > 0 and only["state"] == "idle"
+        assert only["queue"] == 0 and only["crashes"] == 0 and listed["max_queue"] == 32
         rc, out, err = await voxbus("models", "unload", "piper-joe", "--nats", nats_server.url)
         assert rc == 0 and "piper-joe: unloaded" in out
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -91,7 +91,7 @@ def jobs(manager) -> int:
 async def test_a_full_queue_refuses_at_once_and_served_requests_keep_arrival_order(stack):
     bus, manager, models = stack
     slot = manager.pool.slots["gemma3-270m"]
-    running = await RawCall(bus, request(160)).send()
+    running = await RawCall(bus, request(400)).send()
     await until(lambda: slot.workers[0].state == "busy")
     queued = []
     for i in range(3):  # the limit (max_queue: 3)
@@ -117,7 +117,7 @@ async def test_a_caller_that_goes_away_mid_queue_costs_no_inference(stack):
     bus, manager, models = stack
     slot = manager.pool.slots["gemma3-270m"]
     before = jobs(manager)
-    running = await RawCall(bus, request(200)).send()  # seconds: longer than a heartbeat period
+    running = await RawCall(bus, request(400)).send()  # seconds: longer than a heartbeat period
     await until(lambda: slot.workers[0].state == "busy")
     gone = await RawCall(bus, request(48, "Nobody will read this")).send()
     await until(lambda: len(slot.waiting) == 1)
@@ -133,7 +133,7 @@ async def test_work_past_its_deadline_is_dropped_before_it_starts(stack):
     bus, manager, models = stack
     slot = manager.pool.slots["gemma3-270m"]
     before = jobs(manager)
-    running = await RawCall(bus, request(200)).send()
+    running = await RawCall(bus, request(400)).send()
     await until(lambda: slot.workers[0].state == "busy")
     late = await RawCall(bus, request(8, "Too late"), deadline=0.5).send()  # the caller waits half a second
     await until(lambda: any(b"timeout" in m.data for _, m in late.messages), timeout=5)
@@ -149,7 +149,7 @@ async def test_a_retried_request_runs_once(stack):
     bus, manager, models = stack
     slot = manager.pool.slots["gemma3-270m"]
     before = jobs(manager)
-    running = await RawCall(bus, request(200)).send()
+    running = await RawCall(bus, request(400)).send()
     await until(lambda: slot.workers[0].state == "busy")
     # A caller whose first attempt got no answer in time retries on a new inbox, same request id.
     first = await RawCall(bus, request(6, "Retry me"), key="call-42").send()

@@ -5,8 +5,8 @@
   generation is stopped.
 - **Caller gone.** Heartbeats are published with a probe reply subject; the server answers it with
   a no-responders status as soon as the caller's inbox has no subscriber (the caller timed out,
-  retried on a new inbox, or died). The request is then cancelled: dropped from its queue, or
-  stopped if it is a running generation.
+  retried on a new inbox, or died). Unless a retry joins within half a second, the request is
+  then cancelled: dropped from its queue, or stopped if it is a running generation.
 - **Retries join.** Every attempt of one call carries the same ``Vox-Request-Id``. An attempt that
   arrives while an earlier one is still queued or running is attached to it instead of running
   the same work twice: what the earlier attempt already answered (a generation's first chunks)
@@ -34,6 +34,7 @@ REQUEST_ID_HEADER = "Vox-Request-Id"
 CALLER_GONE = "caller gone"
 DEADLINE = "deadline passed"
 SHUTDOWN = "manager shutting down"
+CALLER_GRACE = 0.5  # seconds a retry has to join before a gone caller's work is dropped
 
 
 class RequestContext:
@@ -181,7 +182,12 @@ class RequestTracker:
         if found is None:
             return
         ctx, inbox = found
-        if ctx.reply.inbox == inbox:  # not a retry's inbox: the current caller is gone
+        # A caller that retries drops its old inbox first, then sends the retry: give the retry a
+        # moment to join before the work is dropped.
+        asyncio.get_running_loop().call_later(CALLER_GRACE, self._gone, ctx, inbox)
+
+    def _gone(self, ctx: RequestContext, inbox: str) -> None:
+        if ctx.number in self.open and ctx.reply.inbox == inbox:  # no retry took it over meanwhile
             log.info("request %d (%s): the caller is gone; dropping its work", ctx.number, ctx.endpoint)
             ctx.cancel(CALLER_GONE)
 

@@ -49,3 +49,45 @@ async def test_up_serves_and_drains_on_ctrl_c(nats_server):
     proc.send_signal(signal.SIGINT)
     rest, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0 and b"draining" in rest, err.decode()[-2000:]
+
+
+async def test_up_answers_only_the_sessions_that_ask(nats_server):
+    from voxbus.bus import connect
+    from voxbus.messages import ReplyChunk, Transcript, codec
+    from voxbus.subjects import Subjects
+
+    clip = str(Path(__file__).resolve().parent.parent / "examples" / "welcome.flac")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "voxbus", "up", "--nats", nats_server.url,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    nc = await connect(nats_server.url, "up-test")
+    s = Subjects()
+    transcripts: dict[str, int] = {}
+    replies: dict[str, list[ReplyChunk]] = {}
+
+    async def on_transcript(msg):
+        t = codec.decode(msg.data, Transcript)
+        transcripts[t.session] = transcripts.get(t.session, 0) + 1
+
+    async def on_reply(msg):
+        r = codec.decode(msg.data, ReplyChunk)
+        replies.setdefault(r.session, []).append(r)
+
+    try:
+        assert b"voxbus up on" in await asyncio.wait_for(proc.stdout.readline(), 60)
+        await nc.subscribe(s.all_transcripts(), cb=on_transcript)
+        await nc.subscribe(s.all_replies(), cb=on_reply)
+        for session, extra in (("plain-1", ()), ("ask-1", ("--assistant",))):
+            rc, out, err = await run_voxbus("publish", clip, "--session", session, *extra, "--nats", nats_server.url)
+            assert rc == 0, err
+        for _ in range(1200):
+            if transcripts.get("plain-1") and any(r.final for r in replies.get("ask-1", [])):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # time for a reply the plain session must not get
+        assert transcripts.get("plain-1") and transcripts.get("ask-1"), transcripts
+        assert any(r.final for r in replies.get("ask-1", [])) and "".join(r.text for r in replies["ask-1"]).strip()
+        assert "plain-1" not in replies, "a session that did not ask got an answer"
+    finally:
+        await nc.close()
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.communicate(), 60)

@@ -13,7 +13,8 @@ from tests.helpers import embedded_config, make_config, run_voxbus, running_mana
 from voxbus.assistant import Assistant
 from voxbus.client import ModelClient
 from voxbus.messages import (
-    AudioFormat, GenerateChunk, GenerateDone, Interrupt, ReplyChunk, SayRequest, SpeechChunk, Transcript, codec,
+    AudioFormat, GenerateChunk, GenerateDone, Interrupt, ReplyChunk, SayRequest, SessionStart, SpeechChunk,
+    Transcript, codec,
 )
 from voxbus.server import NatsServer
 from voxbus.tts import TtsService
@@ -140,6 +141,10 @@ async def test_assistant_streams_a_reply_and_speaks_it(stack):
 
     got, sub = await collect_chunks(bus, sid)
     rsub = await bus.nc.subscribe(bus.subjects.reply(sid), cb=on_reply)
+    # A session asks for the assistant in its start event; this one did not, so it gets no reply.
+    await bus.js.publish(bus.subjects.transcript("no-asst"), codec.encode(
+        Transcript(session="no-asst", utterance=0, text="Is anybody there?", start=0.0, end=1.0)))
+    await bus.js.publish(bus.subjects.control(sid, "start"), codec.encode(SessionStart(session=sid, assistant=True)))
     for text in ("What color is the sky?", "And the grass?"):
         turn = len([r for r in replies if r.final])
         t = Transcript(session=sid, utterance=turn, text=text, start=0.0, end=1.0)
@@ -157,12 +162,11 @@ async def test_assistant_streams_a_reply_and_speaks_it(stack):
         assert any(n for _, c, n in got if c.turn == turn)  # spoken
     times = assistant.times[sid, 1]
     assert times.first_token_at and times.done_at >= times.first_token_at
+    assert "no-asst" in assistant.silent and "no-asst" not in assistant.conversations
 
 
 async def test_speech_comes_in_the_format_and_voice_the_session_asked_for(stack):
     _, bus, client, _, _, _ = stack
-    from voxbus.messages import SessionStart
-
     sid, wanted = "fmt-1", AudioFormat(rate=16000, channels=2, sample="s32le")
     start = SessionStart(session=sid, output=wanted, voice="piper-joe")
     await bus.js.publish(bus.subjects.control(sid, "start"), codec.encode(start))

@@ -64,7 +64,8 @@ async def voice_turn(pipe: Pipeline, question: str, wav_out: Path | None, *, ech
             await bus.nc.subscribe(bus.subjects.reply(sid), cb=on_reply)]
     try:
         async with SpeechCollector(bus, sid) as speech:
-            pub = SessionPublisher(bus, sid, on_frame=lambda n, t: last_frame.__setitem__(0, time.monotonic()))
+            pub = SessionPublisher(bus, sid, assistant=True,
+                                   on_frame=lambda n, t: last_frame.__setitem__(0, time.monotonic()))
             await pub.publish_pcm(pcm, meta.format)
             turn = speech.turn(0)
             await asyncio.wait_for(asyncio.gather(turn.done.wait(), reply_done.wait()), timeout)

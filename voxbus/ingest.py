@@ -62,7 +62,7 @@ class SessionPublisher:
     def __init__(self, bus: Bus, session: str, *, realtime: bool = False, frame_ms: int | None = None,
                  window: int | None = None, meta: dict[str, str] | None = None,
                  on_frame: Callable[[int, float], None] | None = None, output: AudioFormat | None = None,
-                 voice: str | None = None) -> None:
+                 voice: str | None = None, assistant: bool | None = None) -> None:
         self.bus = bus
         self.session = session
         self.subject = bus.subjects.audio_in(session)  # validates the session id up front
@@ -71,6 +71,7 @@ class SessionPublisher:
         self.window = window or bus.config.ingest.window
         self.meta = meta or {}
         self.output, self.voice = output, voice  # what the session wants its speech replies as
+        self.assistant = assistant  # whether the assistant should answer it (None: the deployment's default)
         self.on_frame = on_frame  # progress: (frames sent, seconds of audio sent)
         self.js = bus.nc.jetstream(publish_async_max_pending=self.window)
         self.seq = 0
@@ -84,7 +85,7 @@ class SessionPublisher:
         if not self._started:
             self._started = True
             event = SessionStart(session=self.session, ts=time.time(), format=fmt, meta=self.meta,
-                                 output=self.output, voice=self.voice)
+                                 output=self.output, voice=self.voice, assistant=self.assistant)
             await self._store(self.bus.subjects.control(self.session, "start"), codec.encode(event))
 
     async def send(self, pcm: bytes, fmt: AudioFormat) -> None:

@@ -120,6 +120,9 @@ class Subjects:
     def all_transcripts(self) -> str:
         return f"{self.prefix}.text.*.transcript"
 
+    def all_replies(self) -> str:
+        return f"{self.prefix}.text.*.reply"
+
     def all_control(self, event: str | None = None) -> str:
         """Every session's control events, or only those of one event type."""
         if event is None:

@@ -1,7 +1,9 @@
 """The assistant: each final transcript of a session becomes a chat turn.
 
-The conversation id is the session id, so the ModelManager keeps the session's KV state and each
-turn evaluates only its new tokens. Reply tokens stream to ``{p}.text.<sid>.reply`` as they come,
+Only sessions that ask are answered: their start event says `assistant: true` (or, when it says
+nothing, `assistant.answer_by_default` decides; false as shipped), so a transcription-only client
+never queues generations it did not want. The conversation id is the session id, so the
+ModelManager keeps the session's KV state and each turn evaluates only its new tokens. Reply tokens stream to ``{p}.text.<sid>.reply`` as they come,
 and whole sentences go to the TTS service on ``{p}.tts.<sid>.say`` as soon as each is complete.
 An interrupt on the session stops the generation (the manager listens too) and the history keeps
 only what was actually said.
@@ -12,14 +14,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
 
 from voxbus.bus import Bus
 from voxbus.client.model_client import ModelClient
 from voxbus.errors import ModelError, ProtocolError
 from voxbus.messages import codec
+from voxbus.messages.control import SessionStart
 from voxbus.messages.model import GenerateChunk, GenerateDone
 from voxbus.messages.text import ReplyChunk, SayRequest, Transcript
 from voxbus.sentences import SentenceSplitter
@@ -27,6 +32,8 @@ from voxbus.session_errors import report_session_error
 from voxbus.stt.consumers import bind_resuming
 
 log = logging.getLogger(__name__)
+
+SILENT_SESSIONS = 10_000  # sessions remembered as not to be answered, least recent forgotten
 
 
 @dataclass
@@ -52,6 +59,7 @@ class Assistant:
         self.models = models or ModelClient.from_bus(bus)
         self.conversations: dict[str, _Conversation] = {}
         self.times: dict[tuple[str, int], TurnTimes] = {}  # for latency reports (voxbus demo)
+        self.silent: OrderedDict[str, None] = OrderedDict()  # sessions that did not ask for answers
         self._subs: list = []
 
     async def __aenter__(self) -> "Assistant":
@@ -90,12 +98,32 @@ class Assistant:
             await msg.ack()
             return
         conv = self.conversations.get(t.session)
+        if conv is None and (t.session in self.silent or not await self._wanted(t.session)):
+            await msg.ack()
+            return
         if conv is None:
             conv = self.conversations[t.session] = _Conversation(
                 messages=[{"role": "system", "content": self.cfg.system_prompt}])
         conv.queue.put_nowait((t, msg, time.monotonic()))
         if conv.worker is None or conv.worker.done():
             conv.worker = asyncio.create_task(self._answer_all(t.session, conv), name=f"assistant-{t.session}")
+
+    async def _wanted(self, sid: str) -> bool:
+        """Whether the session asked to be answered (its start event), else the configured default."""
+        asked = None
+        try:
+            raw = await self.bus.js.get_last_msg(self.subjects.stream("ctl"), self.subjects.control(sid, "start"),
+                                                 direct=True)
+            asked = codec.decode(raw.data, SessionStart).assistant
+        except (NotFoundError, ProtocolError):
+            pass
+        wanted = self.cfg.answer_by_default if asked is None else asked
+        if not wanted:
+            self.silent[sid] = None
+            self.silent.move_to_end(sid)
+            while len(self.silent) > SILENT_SESSIONS:
+                self.silent.popitem(last=False)
+        return wanted
 
     async def _answer_all(self, sid: str, conv: _Conversation) -> None:
         while not conv.queue.empty():

@@ -14,6 +14,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("file", metavar="FILE")
     p.add_argument("--session", required=True, metavar="ID", type=session_id, help="session id (letters, digits, - _ : @ + = ~)")
     p.add_argument("--realtime", action="store_true", help="pace frames at real time, like a live source")
+    p.add_argument("--assistant", action="store_true", help="ask the assistant to answer this session (voxbus up)")
     p.add_argument("--frame-ms", type=int, metavar="MS", help="frame length (default: ingest.frame_ms, 20)")
     p.set_defaults(handler=run)
 
@@ -32,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     async def publish() -> int:
         async with open_bus(config, name="voxbus-publish", embed=False) as bus:
             t0 = time.monotonic()
-            pub = SessionPublisher(bus, args.session, realtime=args.realtime, meta={"file": args.file})
+            pub = SessionPublisher(bus, args.session, realtime=args.realtime, meta={"file": args.file},
+                                   assistant=True if args.assistant else None)
             frames = await pub.publish_pcm(pcm, fmt)
             took = time.monotonic() - t0
         print(f"published {frames} frames ({fmt.duration(len(pcm)):.2f} s of {fmt.rate} Hz {fmt.channels}-channel "

@@ -205,6 +205,9 @@ class AssistantConfig(_Cfg):
     temperature: Annotated[float, Meta(ge=0.0, le=5.0)] = 0.7
     voice: str | None = None
     """TTS model id (or model:speaker) for replies; None: manager.defaults.tts."""
+    answer_by_default: bool = False
+    """Answer sessions whose start event does not say (`assistant` in SessionStart); sessions
+    that do not ask get transcripts only."""
 
 
 class CacheConfig(_Cfg):

@@ -24,6 +24,9 @@ class SessionStart(_Control, tag="start"):
     """Format the client wants synthesized speech in; None: each voice's own."""
     voice: str | None = None
     """TTS model id (or model:speaker) for this session's speech; None: the configured default."""
+    assistant: bool | None = None
+    """Whether the assistant answers this session's transcripts; None: ``assistant.answer_by_default``
+    (false as shipped: a transcription-only client gets transcripts and no replies)."""
 
 
 class SessionEnd(_Control, tag="end"):

@@ -81,3 +81,16 @@ def float_to_pcm(mono: np.ndarray, rate_in: int, fmt: AudioFormat) -> bytes:
     scale = _SCALE[fmt.sample]
     top = scale - 1
     return np.clip(np.round(audio * scale), -scale, top).astype(_DTYPES[fmt.sample]).tobytes()
+
+
+MODEL_RATE = 16000
+COMPACT = AudioFormat(rate=MODEL_RATE, channels=1, sample="s16le")
+"""What speech models take, in its smallest lossless-enough form: 16 kHz mono 16-bit."""
+
+
+def compact_pcm(data: bytes, fmt: AudioFormat) -> tuple[bytes, AudioFormat]:
+    """Audio as the speech model will hear it, 16 kHz mono s16 (a fraction of a 48 kHz stereo
+    float file): what a client sends when the original would not fit one message."""
+    if fmt == COMPACT:
+        return data, fmt
+    return float_to_pcm(pcm_to_model_input(data, fmt, MODEL_RATE), MODEL_RATE, COMPACT), COMPACT

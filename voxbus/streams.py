@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import DiscardPolicy, ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from voxbus.config.schema import StreamsConfig
 from voxbus.subjects import STREAM_FAMILIES, Subjects
@@ -49,4 +49,18 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, streams: Stre
         else:
             await js.update_stream(sc)
         names.append(sc.name)
+    await ensure_upload_bucket(js, subjects, streams)
     return names
+
+
+async def ensure_upload_bucket(js: JetStreamContext, subjects: Subjects, streams: StreamsConfig) -> None:
+    """The Object Store for audio larger than one message: objects expire after `max_age`."""
+    bucket, limits = subjects.upload_bucket(), streams.uploads
+    try:
+        await js.object_store(bucket)
+    except BucketNotFoundError:
+        await js.create_object_store(bucket, ObjectStoreConfig(
+            description="voxbus: audio too large for one message, until it is transcribed",
+            ttl=float(limits.max_age), max_bytes=int(limits.max_bytes), replicas=limits.replicas,
+            storage=StorageType.FILE if limits.storage == "file" else StorageType.MEMORY))
+        log.info("created object store %s", bucket)

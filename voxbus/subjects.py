@@ -161,6 +161,11 @@ class Subjects:
             "admin": [f"{p}.admin.>"],
         }[family]
 
+    def upload_bucket(self) -> str:
+        """JetStream Object Store bucket holding audio too large for one message (a transcribe
+        request then names its object instead of carrying the PCM)."""
+        return f"{self.prefix.upper()}_UPLOADS"
+
     def consumer(self, service: str) -> str:
         """Durable consumer name of a voxbus service (shared by its replicas)."""
         return f"{self.prefix}-{_token(service, 'service name')}"

@@ -44,11 +44,16 @@ def run(args: argparse.Namespace) -> int:
                 await pipe.bus.js.publish(pipe.bus.subjects.say(sid), codec.encode(req))
                 await asyncio.wait_for(speech.turn(0).done.wait(), config.client.deadline)
         turn = speech.turn(0)
+        for err in speech.errors:
+            print(f"voxbus: error: [{err.code}] {err.message}", file=sys.stderr)
         if turn.format is None:
-            print("voxbus: no audio came back (see the error above)", file=sys.stderr)
+            print("voxbus: no audio came back", file=sys.stderr)
             return 1
         turn.write_wav(args.output)
         print(f"wrote {args.output}: {turn.duration:.2f} s, {turn.format.rate} Hz {turn.format.sample}")
+        if speech.errors:
+            print(f"voxbus: part of the text was not spoken; {args.output} holds the rest", file=sys.stderr)
+            return 1
         return 0
 
     return run_async(say)

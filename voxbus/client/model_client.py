@@ -9,13 +9,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import AsyncIterator
 
 from nats.aio.client import Client
 
+from voxbus.audio import compact_pcm
 from voxbus.config.schema import ClientConfig
 from voxbus.client.calls import Caller
+from voxbus import uploads
 from voxbus.errors import ProtocolError
 from voxbus.messages import codec
 from voxbus.messages.audio import AudioFormat
@@ -25,6 +28,10 @@ from voxbus.messages.model import (
     SynthesizeRequest, TranscribeReply, TranscribeRequest, UnloadModelRequest,
 )
 from voxbus.subjects import Subjects
+
+
+HEADER_ROOM = 4096
+"""Bytes of a message kept for its headers (Vox-Meta, NATS framing) when sizing payloads."""
 
 
 class ModelClient:
@@ -40,8 +47,19 @@ class ModelClient:
     async def transcribe(self, pcm: bytes, format: AudioFormat, *, model: str | None = None,
                          version: str | None = None, language: str | None = None, beam_size: int = 1,
                          session: str | None = None, deadline: float | None = None) -> TranscribeReply:
+        """Transcribe one utterance. Audio too large for one message (the server's max_payload) is
+        first reduced to what the model hears (16 kHz mono s16), and if that is still too large it
+        travels through the uploads Object Store, removed by the manager once read."""
+        limit = self.nc.max_payload - HEADER_ROOM
+        if len(pcm) > limit:
+            pcm, format = await asyncio.to_thread(compact_pcm, pcm, format)
+        name = None
+        if len(pcm) > limit:
+            name = f"utt-{uuid.uuid4().hex}"
+            await uploads.put(self.nc, self.subjects.upload_bucket(), name, pcm)
+            pcm = b""
         req = TranscribeRequest(model=model, version=version, format=format, language=language,
-                                beam_size=beam_size, session=session)
+                                beam_size=beam_size, session=session, upload=name)
         msg = await self.caller.request(self.subjects.model("stt", "transcribe"), pcm,
                                         codec.meta_headers(req), deadline)
         return codec.decode(msg.data, TranscribeReply)
@@ -84,10 +102,21 @@ class ModelClient:
     async def synthesize(self, text: str, *, model: str | None = None, version: str | None = None,
                          voice: str | None = None, format: AudioFormat | None = None, speed: float = 1.0,
                          deadline: float | None = None) -> tuple[bytes, SynthesizeReply]:
-        """(PCM bytes, metadata with their format)."""
+        """(PCM bytes, metadata with their format); speech longer than one message is reassembled."""
         req = SynthesizeRequest(model=model, version=version, text=text, voice=voice, format=format, speed=speed)
-        msg = await self.caller.request(self.subjects.model("tts", "synthesize"), codec.encode(req), None, deadline)
-        return msg.data, codec.decode_meta(msg.headers, SynthesizeReply)
+        parts: list[bytes] = []
+        meta = None
+        async for msg in self.caller.stream(self.subjects.model("tts", "synthesize"), codec.encode(req), None, deadline):
+            meta = codec.decode_meta(msg.headers, SynthesizeReply)
+            if meta.part != len(parts):
+                raise ProtocolError(f"synthesize reply part {meta.part} arrived after {len(parts)} parts")
+            parts.append(msg.data)
+            if len(parts) == meta.parts:
+                break
+        if meta is None or len(parts) != meta.parts:
+            raise ProtocolError("the synthesize reply ended before its last part")
+        meta.part = 0
+        return b"".join(parts), meta
 
     async def list_models(self, kind: str | None = None, deadline: float | None = 10.0) -> ListModelsReply:
         msg = await self.caller.request(self.subjects.model("admin", "list"),
@@ -103,3 +132,5 @@ class ModelClient:
         msg = await self.caller.request(self.subjects.model("admin", "unload"),
                                         codec.encode(UnloadModelRequest(model=model)), None, deadline)
         return codec.decode(msg.data, ModelReply)
+
+

@@ -54,6 +54,8 @@ class StreamsConfig(_Cfg):
     text: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=Duration(7 * 86400), max_bytes=ByteSize(256 << 20)))
     ctl: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=Duration(7 * 86400), max_bytes=ByteSize(64 << 20)))
     admin: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=Duration(86400), max_bytes=ByteSize(64 << 20)))
+    uploads: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=Duration(600), max_bytes=ByteSize(1 << 30)))
+    """The Object Store bucket for audio too large for one message (removed once transcribed)."""
 
 
 class ModelSource(_Cfg):

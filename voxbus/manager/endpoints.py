@@ -1,7 +1,8 @@
 """What each ModelManager endpoint does with a request: decode, check, route, queue, reply.
 
 Endpoints get their collaborators explicitly: the pool (models and their queues), the
-cancellation registry (interrupts), the configuration, and the server's payload limit.
+cancellation registry (interrupts), the configuration, and the NATS connection (the server's
+payload limit, the uploads bucket).
 """
 
 from __future__ import annotations
@@ -9,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import time
 import unicodedata
-from typing import Callable
 
 import msgspec
 import numpy as np
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from voxbus import uploads
 from voxbus.audio import float_to_pcm, pcm_to_model_input
 from voxbus.config.schema import Config
-from voxbus.errors import BadRequest, Cancelled, PayloadTooLarge
+from voxbus.errors import BadRequest, Cancelled
 from voxbus.manager import worker_protocol as wp
 from voxbus.manager.batcher import TranscribeBatcher
 from voxbus.manager.cancels import CANCELLED, INTERRUPTED, Cancellations
@@ -25,7 +27,7 @@ from voxbus.manager.pool import ModelPool
 from voxbus.manager.requests import RequestContext
 from voxbus.manager.slot import ModelSlot
 from voxbus.messages import codec
-from voxbus.messages.audio import SAMPLE_WIDTH, AudioFormat
+from voxbus.messages.audio import AudioFormat
 from voxbus.messages.model import (
     GenerateChunk, GenerateDone, GenerateRequest, GenerateTimings, ListModelsReply, ListModelsRequest,
     LoadModelRequest, ModelInfo, ModelReply, SynthesizeReply, SynthesizeRequest, TranscribeReply,
@@ -33,11 +35,7 @@ from voxbus.messages.model import (
 )
 from voxbus.messages.text import ModelRef, Segment, Timings
 
-# Speech is rarely faster than 20 characters a second (Piper's joe voice: 0.03-0.5 s per character
-# measured, about 0.06 for plain prose), so a text whose audio would overflow the reply even at
-# that pace is refused before any synthesis; one that overflows anyway fails after it, still 413.
-MIN_SECONDS_PER_CHAR = 0.05
-HEADER_ROOM = 4096  # the reply's Vox-Meta header and NATS framing
+HEADER_ROOM = 4096  # a reply's Vox-Meta header and NATS framing, within the server's max_payload
 
 
 def model_ref(slot: ModelSlot) -> ModelRef:
@@ -74,12 +72,13 @@ def _body(msg: Msg, tp):
 
 class Endpoints:
     def __init__(self, pool: ModelPool, cancels: Cancellations, config: Config, *, manager_id: str,
-                 reply_limit: Callable[[], int]) -> None:
+                 nc: Client, upload_bucket: str) -> None:
         self.pool = pool
         self.cancels = cancels
         self.config = config
         self.manager_id = manager_id
-        self.reply_limit = reply_limit  # largest payload the server takes (its max_payload)
+        self.nc = nc  # for the server's max_payload and the uploads bucket
+        self.upload_bucket = upload_bucket
         self._batchers: dict[str, TranscribeBatcher] = {}
 
     def _batcher(self, slot: ModelSlot) -> TranscribeBatcher:
@@ -92,7 +91,10 @@ class Endpoints:
         t0 = time.perf_counter()
         req = codec.decode_meta(msg.headers, TranscribeRequest)
         slot = self.pool.route(req.model, "stt", req.version)
-        audio = await asyncio.to_thread(pcm_to_model_input, msg.data, req.format, 16000)
+        pcm = msg.data
+        if req.upload:
+            pcm = await uploads.take(self.nc, self.upload_bucket, req.upload, int(self.config.manager.max_request_bytes))
+        audio = await asyncio.to_thread(pcm_to_model_input, pcm, req.format, 16000)
         options = {"beam_size": req.beam_size}
         async with self.pool.use(slot, ctx) as s:  # held while waiting in the batcher too: never evicted
             batcher = self._batcher(s)
@@ -173,27 +175,12 @@ class Endpoints:
         await ctx.send(codec.encode(done))
 
     # -- text to speech ------------------------------------------------------------------------
-    def _check_reply_size(self, text: str, fmt: AudioFormat, speed: float) -> None:
-        limit = self.reply_limit() - HEADER_ROOM
-        per_second = fmt.rate * fmt.channels * SAMPLE_WIDTH[fmt.sample]
-        least = len(text) * MIN_SECONDS_PER_CHAR / speed * per_second
-        if least > limit:
-            most = int(limit / (MIN_SECONDS_PER_CHAR / speed * per_second))
-            raise PayloadTooLarge(
-                f"{len(text)} characters of speech as {fmt.rate} Hz {fmt.sample} x{fmt.channels} would not fit one "
-                f"reply (the server takes {self.reply_limit()} bytes): send at most about {most} characters per "
-                f"request (the TTS service splits text into sentences), or ask for a smaller format")
-
     async def synthesize(self, msg: Msg, ctx: RequestContext) -> None:
         t0 = time.perf_counter()
         req = codec.decode(msg.data, SynthesizeRequest)
         check_text(req.text)
         slot = self.pool.route(req.model, "tts", req.version)
-        if req.format is not None:
-            self._check_reply_size(req.text, req.format, req.speed)
         async with self.pool.use(slot, ctx) as s:
-            rate = s.info.sample_rate if s.info and s.info.sample_rate else 48000  # unknown: assume the most
-            self._check_reply_size(req.text, req.format or AudioFormat(rate=rate), req.speed)
             if req.voice and s.info and req.voice not in s.info.voices:
                 raise BadRequest(f"{slot.id}: voice {req.voice!r} is not one of its speakers "
                                  f"({', '.join(s.info.voices) or 'it has one voice: leave `voice` out'})")
@@ -205,13 +192,14 @@ class Endpoints:
         duration = len(audio) / result.sample_rate
         s.stats.record(outcome.queue_ms, result.infer_ms, audio_s=duration)
         pcm = await asyncio.to_thread(float_to_pcm, audio, result.sample_rate, fmt)
-        if len(pcm) > self.reply_limit() - HEADER_ROOM:
-            raise PayloadTooLarge(f"the speech is {len(pcm)} bytes ({duration:.0f} s), more than one reply holds "
-                                  f"({self.reply_limit()} bytes): split the text, or ask for a smaller format")
         meta = SynthesizeReply(model=model_ref(slot), format=fmt, duration=round(duration, 3), timings=Timings(
             queue_ms=round(outcome.queue_ms, 2), inference_ms=round(result.infer_ms, 2),
             total_ms=round((time.perf_counter() - t0) * 1000, 2)))
-        await ctx.send(pcm, codec.meta_headers(meta))
+        # More than one message holds: whole frames per part, in order on the reply inbox.
+        step = max(fmt.frame_bytes, (self.nc.max_payload - HEADER_ROOM) // fmt.frame_bytes * fmt.frame_bytes)
+        meta.parts = max(1, -(-len(pcm) // step))
+        for meta.part in range(meta.parts):
+            await ctx.send(pcm[meta.part * step:(meta.part + 1) * step], codec.meta_headers(meta))
 
     # -- admin ---------------------------------------------------------------------------------
     def _info(self, slot: ModelSlot) -> ModelInfo:

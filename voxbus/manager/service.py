@@ -65,7 +65,8 @@ class ModelManager:
         self.pool = ModelPool(self.config, self.resources, self.events, self.cache_dir)
         self.requests = RequestTracker(nc, float(self.config.client.heartbeat))
         await self.requests.start()
-        api = Endpoints(self.pool, self.cancels, self.config, manager_id=self.id, reply_limit=lambda: nc.max_payload)
+        api = Endpoints(self.pool, self.cancels, self.config, manager_id=self.id, nc=nc,
+                        upload_bucket=subjects.upload_bucket())
         self.service = MicroService(
             nc, name=subjects.service_name(), version=__version__,
             description="voxbus ModelManager: every model behind one NATS service",

@@ -229,6 +229,8 @@ class ModelWorker:
             if isinstance(msg, wp.Text):
                 if self._on_text is not None and msg.job == self._job:
                     self._on_text(msg.text)
+            elif isinstance(msg, wp.Progress):
+                pass  # its arrival is the progress the watchdog looks for
             elif isinstance(msg, wp.Cache):
                 if self.on_cache is not None:
                     self.on_cache(msg)

@@ -139,7 +139,7 @@ class Runner:
                     results = [b.transcribe(arrays[0], language, options)]
                 return wp.Result(job=job.job, infer_ms=0, transcripts=_transcripts(results))
             case wp.Synthesize(text=text, voice=voice, options=options):
-                res = b.synthesize(text, voice, options)
+                res = b.synthesize(text, voice, options, lambda: self.channel.send(wp.Progress(job=job.job)))
                 return wp.Result(job=job.job, infer_ms=0, audio=np.asarray(res.audio, dtype=np.float32).tobytes(),
                                  sample_rate=res.sample_rate)
             case wp.Generate():

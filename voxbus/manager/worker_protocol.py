@@ -7,8 +7,9 @@ shared memory (bench/worker_overhead.py measures the whole hop).
 
     manager -> worker   Load, then any number of Transcribe / Synthesize / Generate (one at a
                         time), Cancel (of the running Generate) and finally Stop
-    worker  -> manager  Loaded or Failed; per job: Text pieces (Generate), then Result or
-                        Failed; Cache events whenever the conversation store changes
+    worker  -> manager  Loaded or Failed; per job: Text pieces (Generate) or Progress
+                        (Synthesize), then Result or Failed; Cache events whenever the
+                        conversation store changes
 """
 
 from __future__ import annotations
@@ -107,6 +108,12 @@ class Text(_Msg, tag="text"):
     text: str
 
 
+class Progress(_Msg, tag="progress"):
+    """The job is still making headway (a synthesis between sentences): for the watchdog."""
+
+    job: int
+
+
 class Result(_Msg, tag="result"):
     job: int
     infer_ms: float
@@ -137,7 +144,7 @@ class Cache(_Msg, tag="cache"):
 
 
 ToWorker = Union[Load, Transcribe, Synthesize, Generate, Cancel, Stop]
-FromWorker = Union[Loaded, Text, Result, Failed, Cache]
+FromWorker = Union[Loaded, Text, Progress, Result, Failed, Cache]
 Job = Union[Transcribe, Synthesize, Generate]
 
 _encoder = msgspec.msgpack.Encoder()

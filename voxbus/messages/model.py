@@ -37,6 +37,10 @@ class TranscribeRequest(_ModelRequest):
     beam_size: Annotated[int, Meta(ge=1, le=10)] = 1
     session: str | None = None
     """For logs and batching stats only."""
+    upload: str | None = None
+    """Audio too large for one message (over the server's ``max_payload``) is put in the uploads
+    Object Store bucket (``<PREFIX>_UPLOADS``) and named here; the payload is then empty. The
+    manager deletes the object once it has read it."""
 
 
 class TranscribeReply(Struct, kw_only=True):
@@ -138,12 +142,17 @@ class SynthesizeRequest(_ModelRequest):
 
 
 class SynthesizeReply(Struct, kw_only=True):
-    """Header of a synthesize reply; the payload is raw PCM in ``format``."""
+    """Header of a synthesize reply; the payload is raw PCM in ``format``. Speech larger than
+    one message (the server's ``max_payload``) comes as ``parts`` messages in order, each with
+    this header and the next whole frames of PCM: concatenate the payloads."""
 
     model: ModelRef
     format: AudioFormat
     duration: float
+    """Seconds of the whole speech (all parts)."""
     timings: Timings = msgspec.field(default_factory=Timings)
+    part: NonNegInt = 0
+    parts: Annotated[int, Meta(ge=1)] = 1
 
 
 # -- admin -------------------------------------------------------------------------------------

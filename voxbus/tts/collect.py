@@ -13,6 +13,7 @@ from voxbus.audio import WAV_SUBTYPES, pcm_samples
 from voxbus.bus import Bus
 from voxbus.messages import codec
 from voxbus.messages.audio import AudioFormat, SpeechChunk
+from voxbus.messages.control import SessionError
 
 
 
@@ -47,17 +48,27 @@ class SpeechCollector:
         self.bus = bus
         self.session = session
         self.turns: dict[int, SpeechTurn] = {}
-        self._sub = None
+        self.errors: list[SessionError] = []  # what the services reported about this session meanwhile
+        self._subs: list = []
 
     def turn(self, n: int) -> SpeechTurn:
         return self.turns.setdefault(n, SpeechTurn())
 
     async def __aenter__(self) -> "SpeechCollector":
-        self._sub = await self.bus.nc.subscribe(self.bus.subjects.audio_out(self.session), cb=self._on_chunk)
+        s = self.bus.subjects
+        self._subs = [await self.bus.nc.subscribe(s.audio_out(self.session), cb=self._on_chunk),
+                      await self.bus.nc.subscribe(s.control(self.session, "error"), cb=self._on_error)]
         return self
 
     async def __aexit__(self, *exc) -> None:
-        await self._sub.unsubscribe()
+        for sub in self._subs:
+            await sub.unsubscribe()
+
+    async def _on_error(self, msg) -> None:
+        try:
+            self.errors.append(codec.decode(msg.data, SessionError))
+        except Exception:
+            pass
 
     async def _on_chunk(self, msg) -> None:
         head = codec.decode_meta(msg.headers, SpeechChunk)

@@ -151,13 +151,17 @@ class TtsService:
             try:
                 if piece.text:
                     await self._synthesize(s, piece, epoch)
-                if piece.final and epoch == s.epoch:
-                    await self._publish(s, SpeechChunk(format=piece.format or AudioFormat(), seq=s.seq,
-                                                       turn=piece.turn, final=True), b"")
             except ModelError as exc:
                 await self._error(s.sid, exc.code, f"cannot speak {piece.text[:40]!r}: {exc.message}")
             except Exception:
                 log.exception("session %s: speaking failed", s.sid)
+            # The turn's end is marked even when a sentence failed: a listener must not wait forever.
+            if piece.final and epoch == s.epoch:
+                try:
+                    await self._publish(s, SpeechChunk(format=piece.format or AudioFormat(), seq=s.seq,
+                                                       turn=piece.turn, final=True), b"")
+                except Exception:
+                    log.exception("session %s: marking the end of turn %d failed", s.sid, piece.turn)
 
     async def _synthesize(self, s: _Session, piece: _Piece, epoch: int) -> None:
         model, _, speaker = (piece.voice or "").partition(":")

@@ -108,7 +108,10 @@ class SttBackend(Backend):
 class TtsBackend(Backend):
     kind = "tts"
 
-    def synthesize(self, text: str, voice: str | None, options: dict[str, Any]) -> SynthesisResult:
+    def synthesize(self, text: str, voice: str | None, options: dict[str, Any],
+                   progress: Callable[[], None] | None = None) -> SynthesisResult:
+        """`progress()` is called as parts of the speech are made (a long text takes minutes:
+        the manager's watchdog must see it is alive)."""
         raise NotImplementedError
 
     def voices(self) -> list[str]:

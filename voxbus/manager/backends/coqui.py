@@ -84,7 +84,8 @@ class CoquiBackend(TtsBackend):
     def output_rate(self) -> int:
         return int(self._tts.synthesizer.output_sample_rate) if self._tts is not None else 0
 
-    def synthesize(self, text: str, voice: str | None, options: dict[str, Any]) -> SynthesisResult:
+    def synthesize(self, text: str, voice: str | None, options: dict[str, Any],
+                   progress=None) -> SynthesisResult:  # one call: no progress to report
         tts = self._loaded()
         if not text or not text.strip():
             raise BackendError("coqui: empty text")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from piper import PiperVoice
@@ -35,7 +35,8 @@ class PiperBackend(TtsBackend):
     def output_rate(self) -> int:
         return self.voice.config.sample_rate if self.voice is not None else 0
 
-    def synthesize(self, text: str, voice: str | None, options: dict[str, Any]) -> SynthesisResult:
+    def synthesize(self, text: str, voice: str | None, options: dict[str, Any],
+                   progress: Callable[[], None] | None = None) -> SynthesisResult:
         assert self.voice is not None, "synthesize before load"
         if not text.strip():
             raise BackendError("nothing to say: the text is empty")
@@ -47,7 +48,11 @@ class PiperBackend(TtsBackend):
             speaker = ids[voice]
         speed = float(options.get("speed", 1.0))
         cfg = SynthesisConfig(speaker_id=speaker, length_scale=1.0 / speed if speed else None)
-        chunks = [c.audio_float_array for c in self.voice.synthesize(text, syn_config=cfg)]
+        chunks = []
+        for chunk in self.voice.synthesize(text, syn_config=cfg):  # one per sentence
+            chunks.append(chunk.audio_float_array)
+            if progress is not None:
+                progress()
         if not chunks:
             raise BackendError("the text produced no speech (no pronounceable words)")
         audio = np.concatenate(chunks).astype(np.float32, copy=False)

@@ -177,3 +177,30 @@ async def test_publish_realtime_paces_like_a_live_source(stack, tmp_path):
     assert time.monotonic() - t0 >= 0.95  # one second of audio cannot be sent faster than real time
     rc, out, err = await run_voxbus("publish", str(path), "--session", "bad.id", "--nats", server.url)
     assert rc == 2 and "contains a '.'" in err
+
+
+async def test_a_session_id_is_used_once(stack):
+    """Audio sent again under the id of a transcribed session is reported, not silently dropped,
+    and the session stays transcribed once."""
+    server, bus, stt, client, tmp = stack
+    s = bus.subjects
+    audio, rate = await speak(client, [GOOD])
+    path = write_variant(audio, rate, tmp / "once.wav")
+    rc, out, err = await run_voxbus("publish", str(path), "--session", "once-1", "--nats", server.url)
+    assert rc == 0, err
+    rc, out, err = await run_voxbus("listen", "once-1", "--from-start", "--json", "--nats", server.url, timeout=120)
+    assert rc == 0 and len(out.splitlines()) == 1, err
+    rc, out, err = await run_voxbus("publish", str(path), "--session", "once-1", "--nats", server.url)  # again
+    assert rc == 0, err
+    errors = []
+    for _ in range(100):
+        errors = await stored_of(bus, "ctl", s.control("once-1", "error"), SessionError)
+        if errors:
+            break
+        await asyncio.sleep(0.1)
+    assert errors and errors[0].code == "after_end" and "used once" in errors[0].message, errors
+    assert len(errors) <= 20  # one summary-capped report, not one per frame beyond it
+    await asyncio.sleep(1.0)
+    done = await stored_of(bus, "ctl", s.control("once-1", "transcribed"), SessionTranscribed)
+    texts = await stored_of(bus, "text", s.transcript("once-1"), Transcript)
+    assert len(done) == 1 and len(texts) == 1

@@ -86,7 +86,7 @@ class SessionPublisher:
             self._started = True
             event = SessionStart(session=self.session, ts=time.time(), format=fmt, meta=self.meta,
                                  output=self.output, voice=self.voice, assistant=self.assistant)
-            await self._store(self.bus.subjects.control(self.session, "start"), codec.encode(event))
+            await self._store(self.bus.subjects.control(self.session, "start"), codec.encode(event), "start")
 
     async def send(self, pcm: bytes, fmt: AudioFormat) -> None:
         """Publish a block of PCM (any length) as whole frames; a partial frame waits for more."""
@@ -138,12 +138,12 @@ class SessionPublisher:
         event = SessionEnd(session=self.session, ts=time.time(), reason=reason,
                            last_seq=self.seq - 1 if self.seq else None)
         await self.start()
-        await self._store(self.bus.subjects.control(self.session, "end"), codec.encode(event))
+        await self._store(self.bus.subjects.control(self.session, "end"), codec.encode(event), "end")
         return self.seq
 
-    async def _store(self, subject: str, data: bytes) -> None:
-        try:
-            await self.bus.js.publish(subject, data)
+    async def _store(self, subject: str, data: bytes, event: str) -> None:
+        try:  # a retried publish of the same event is stored once
+            await self.bus.js.publish(subject, data, headers={"Nats-Msg-Id": f"{self.session}:{event}"})
         except Exception as exc:
             raise ServerError(f"session {self.session}: cannot publish to {subject}: {exc}") from None
 

@@ -18,7 +18,7 @@ import msgspec
 import msgspec.inspect as mi
 
 import voxbus.messages
-from voxbus import errors, subjects as sj
+from voxbus import errors, session_errors, subjects as sj
 from voxbus.client.calls import NO_RESPONDERS
 from voxbus.config.loader import decode_config, default_config_text
 from voxbus.audio import FLOAT_PEAK_LIMIT
@@ -216,7 +216,15 @@ An error is one message with headers `{ERROR_CODE_HEADER}` (the numeric status b
 
 How voxbus clients behave (defaults from `client.*`): no `{ACCEPTED}` within {c.accept_timeout:g} s means no manager took the request, so it is retried (up to {c.retries} times, backoff from {c.backoff:g} s); no message for {c.liveness_timeout:g} s after acceptance means the manager died, so the request is retried only if no part of the answer arrived; past the overall deadline ({c.deadline:g} s) while heartbeats continue, it fails with `timeout` and is not retried; an error reply is retried only when its `transient` is true, `model_crashed` at most once and only if no part of the answer arrived, and `overloaded` not at all (the caller decides, after `retry_after`).
 
-{codes}"""
+{codes}
+
+### Session errors
+
+A problem with one session's input is published on its own `{S.control(SID, "error")}` (and kept in the CTL stream); other sessions never notice. The STT service reports at most 20 frame errors per session, the last saying so. Codes:
+
+{table(("Code", "Meaning"), [(f"`{c}`" if not c.startswith("(") else c, m) for c, m in session_errors.CODES.items()])}
+
+Each event has a `Nats-Msg-Id`, so a service that handles the same input again after a restart does not report it twice: `<sid>:error:<n>` for a frame, where `<n>` is the JetStream stream sequence of the offending message (the only number a frame whose header does not decode has), and `<sid>:error:utt<seq>` for an utterance, where `<seq>` is its first frame's `seq`."""
 
 
 def audio_and_conventions() -> str:
@@ -243,6 +251,14 @@ def audio_and_conventions() -> str:
 Float samples (`f32le`) must be finite and within ±{FLOAT_PEAK_LIMIT:g}: samples a little over full scale are clipped to [-1, 1], and audio with NaN, infinity or a larger peak is refused with `invalid_audio` (on a session: an error event), because it is not audio scaled as floats.
 
 An audio frame on `{S.audio_in(SID)}` carries its AudioFrame in a header, for example `{META}: {codec.meta_headers(frame)[META]}`, and raw PCM as the body (20 ms at these settings is {int(0.02 * frame.format.rate) * frame.format.frame_bytes} bytes). Each frame describes itself, so any single frame of a replay decodes on its own.
+
+## Sessions
+
+- **Streams first.** Every voxbus process creates (or updates) the streams and the uploads bucket when it connects (`voxbus server`, `manager`, `stt`, `up`...). Publish frames and control events with a JetStream publish and wait for its ack: before the streams exist, the server answers with a no-responders status (503), and a plain core publish would vanish without one.
+- **Frames.** Each carries whole samples of its format, any length up to the server's `max_payload`; 20 to 40 ms is the sweet spot (`voxbus publish` sends {CFG.ingest.frame_ms} ms; `ingest.frame_ms` takes 10 to 100). `seq` counts a session's frames from 0, one by one. A `start` event is optional: it names the output voice and format for speech replies and whether the assistant answers (`assistant`). Frames need no `Nats-Msg-Id` (the stream would keep one id per frame for its duplicate window); voxbus's publisher sets `<sid>:start` and `<sid>:end` on the two events.
+- **End.** The `end` event carries the last frame's `seq`. A session whose frames stop for `stt.session_idle` ({CFG.stt.session_idle:g} s) without an `end` is finished as if it had ended. Once every transcript of a finished session is stored, the STT service publishes `transcribed` (with the number of utterances), once: a session id is used once, and a frame past the end (`seq` beyond `last_seq`) or sent under the id of a session already transcribed is reported as `after_end`, not transcribed.
+- **Replay.** A session's stored frames are complete when the frame whose `seq` equals the `end` event's `last_seq` has been read (a JetStream ordered consumer with no pending messages has read everything stored so far). `voxbus replay SESSION` prints the end and `transcribed` events in their place on the session clock.
+- **Turns.** A SayRequest's `turn` is numbered by whoever sends it: the assistant counts its replies from 0; a client that only says things may keep 0.
 
 ## Conventions
 

@@ -11,6 +11,19 @@ from voxbus.messages.control import SessionError
 
 log = logging.getLogger(__name__)
 
+CODES: dict[str, str] = {
+    "bad_header": "an audio frame with no `Vox-Meta` header, or one that does not decode as an AudioFrame "
+                  "(a missing field, a sample type or rate out of range); the frame is dropped",
+    "invalid_audio": "a frame whose PCM is not a whole number of samples of its format, or float audio that is "
+                     "not finite or peaks far beyond full scale; the frame is dropped",
+    "after_end": "a frame whose `seq` is past the session's end event, or that arrived under the id of a "
+                 "session already transcribed (a session id is used once); it is dropped",
+    "bad_request": "a say request that does not decode; it is dropped",
+    "(a model error code)": "an utterance, a sentence to speak or a reply the ModelManager refused or failed: the "
+                            "code is the manager's (the error table above), for example `model_failed`",
+}
+"""The codes a SessionError may carry, for docs/protocol.md."""
+
 
 async def report_session_error(bus: Bus, sid: str, code: str, message: str, *, seq: int | None = None,
                                msg_id: str | None = None) -> None:

@@ -43,8 +43,12 @@ class SessionError(_Control, tag="error"):
     """Something about this session's input was wrong; other sessions are unaffected."""
 
     code: str
+    """One of the session error codes (docs/protocol.md, *Session errors*)."""
     message: str
+    """What was wrong, for a person; it does not repeat the code."""
     seq: NonNegInt | None = None
+    """The frame's own `seq` when the error is about one frame whose header decoded (for an
+    utterance: its first frame)."""
 
 
 class SessionTranscribed(_Control, tag="transcribed"):

@@ -71,6 +71,9 @@ class SayRequest(Struct, kw_only=True):
 
     text: str
     turn: NonNegInt = 0
+    """Which turn of the session this text belongs to, numbered by its sender: the assistant
+    counts its replies 0, 1, 2...; a client that only says things may keep 0. Pieces of one turn
+    are spoken in order, and its final piece ends the turn's audio (a `final` SpeechChunk)."""
     voice: str | None = None
     """A TTS model id (or voice within it); None: the configured default."""
     format: AudioFormat | None = None

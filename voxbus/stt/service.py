@@ -178,6 +178,7 @@ class SttService:
                                              direct=True)
             done = codec.decode(raw.data, SessionTranscribed)
             s.transcribed_seq = done.last_seq if done.last_seq is not None else -1
+            s.transcribed_at = done.ts
             s.skip_through = max(s.skip_through, s.transcribed_seq)
         except (NotFoundError, ProtocolError):
             pass
@@ -195,6 +196,10 @@ class SttService:
         except ProtocolError as exc:
             await self._reject(s, msg, "bad_header", str(exc), None)
             return None
+        late = self._after_end(s, head)
+        if late:
+            await self._reject(s, msg, "after_end", late, head.seq)
+            return None
         s.max_seq = max(s.max_seq, head.seq)  # even for frames skipped or rejected: the end waits for it
         if head.seq <= s.skip_through or s.done:
             await msg.ack()  # already covered by a stored transcript (a resumed run sees it again)
@@ -204,12 +209,25 @@ class SttService:
         try:
             s.feed(msg.data, head.format, head.seq, head.offset, msg)
         except InvalidAudio as exc:
-            await self._reject(s, msg, "invalid_audio", str(exc), head.seq)
+            await self._reject(s, msg, "invalid_audio", exc.message, head.seq)
             return None
         self.stats.frames += 1
         if head.ts > 0:
             self.stats.lag_s.append(time.time() - head.ts)
         return s
+
+    @staticmethod
+    def _after_end(s: SessionState, head: AudioFrame) -> str:
+        """Why a frame belongs to no session any more ('' if it does). A session is transcribed
+        once: audio sent after its end, or under its id once it was transcribed, is reported
+        rather than silently dropped or turned into a second `transcribed`. A redelivery after a
+        restart is neither: it was captured before the session finished, and its seq is covered."""
+        if s.transcribed_at is not None and (head.seq > s.transcribed_seq or head.ts > s.transcribed_at):
+            return (f"frame {head.seq} arrived after session {s.sid} was transcribed; "
+                    f"a session id is used once: send new audio as a new session")
+        if s.end_seq is not None and head.seq > s.end_seq:
+            return f"frame {head.seq} comes after the session's end event (last_seq {s.end_seq})"
+        return ""
 
     async def _end(self, msg: Msg) -> SessionState | None:
         try:

@@ -72,6 +72,7 @@ class SessionState:
         self.ended = False  # an end event arrived (or the session went idle)
         self.flushed = False  # the last partial window went through the VAD
         self.transcribed_seq = -1  # last_seq of an earlier `transcribed` event of this session
+        self.transcribed_at: float | None = None  # its ts: the session was finished then
         self.done = False  # every transcript is stored and the transcribed event published
         self.finishing = False
         self.last_frame = time.monotonic()

@@ -204,3 +204,43 @@ async def test_a_session_id_is_used_once(stack):
     done = await stored_of(bus, "ctl", s.control("once-1", "transcribed"), SessionTranscribed)
     texts = await stored_of(bus, "text", s.transcript("once-1"), Transcript)
     assert len(done) == 1 and len(texts) == 1
+
+
+async def test_lost_and_repeated_frames_are_noticed_and_time_stays_true(stack):
+    """Frames that never arrive are reported, and replaced by silence of their length, so later
+    transcript times stay right; a frame sent twice is taken once."""
+    server, bus, stt, client, tmp = stack
+    s = bus.subjects
+    sentences = ["The first sentence is about the apples growing in our garden.",
+                 "The second one talks about the bananas we bought at the market."]
+    audio, rate = await speak(client, sentences)  # 0.4 s, sentence, 0.8 s, sentence, 0.8 s
+    first, _ = await client.synthesize(sentences[0])
+    first_end = 0.4 + len(first) / 2 / rate
+    fmt = AudioFormat(rate=rate)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    step = rate // 50  # 20 ms frames
+    frames = [pcm[i:i + step].tobytes() for i in range(0, len(pcm) - step + 1, step)]
+    # Lose 0.5 s of the 0.8 s pause: without silence in their place the two sentences would
+    # merge (0.3 s < stt.min_silence) and everything after would move 0.5 s early.
+    start = int((first_end + 0.15) * rate) // step
+    lost = set(range(start, start + 25))
+    doubled = len(frames) - 30
+    for seq, data in enumerate(frames):
+        if seq in lost:
+            continue
+        for _ in range(2 if seq == doubled else 1):
+            head = AudioFrame(format=fmt, seq=seq, ts=time.time())
+            await bus.js.publish(s.audio_in("gap-1"), data, headers=codec.meta_headers(head))
+    await bus.js.publish(s.control("gap-1", "end"), codec.encode(SessionEnd(session="gap-1", last_seq=len(frames) - 1)))
+    for _ in range(300):
+        if await stored_of(bus, "ctl", s.control("gap-1", "transcribed"), SessionTranscribed):
+            break
+        await asyncio.sleep(0.1)
+    errors = await stored_of(bus, "ctl", s.control("gap-1", "error"), SessionError)
+    assert [e.code for e in errors] == ["frames_missing"], errors
+    assert f"frames {min(lost)}-{max(lost)} never arrived (0.50 s" in errors[0].message and errors[0].seq == min(lost)
+    texts = await stored_of(bus, "text", s.transcript("gap-1"), Transcript)
+    assert len(texts) == 2, [t.text for t in texts]
+    assert wer(" ".join(sentences), " ".join(t.text for t in texts)) <= 0.15, [t.text for t in texts]
+    speech_end = (len(audio) - int(0.8 * rate)) / rate
+    assert abs(texts[-1].end - speech_end) < 0.25, (texts[-1].end, speech_end)

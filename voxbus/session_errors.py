@@ -18,6 +18,8 @@ CODES: dict[str, str] = {
                      "not finite or peaks far beyond full scale; the frame is dropped",
     "after_end": "a frame whose `seq` is past the session's end event, or that arrived under the id of a "
                  "session already transcribed (a session id is used once); it is dropped",
+    "frames_missing": "frames between two the STT service received never came (their `seq`s are named); the "
+                      "session goes on, with silence where they were, so later times stay true",
     "bad_request": "a say request that does not decode; it is dropped",
     "(a model error code)": "an utterance, a sentence to speak or a reply the ModelManager refused or failed: the "
                             "code is the manager's (the error table above), for example `model_failed`",

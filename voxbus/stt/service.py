@@ -46,6 +46,7 @@ MODEL_FORMAT = AudioFormat(rate=RATE, channels=1, sample="f32le")
 class SttStats:
     frames: int = 0
     rejected: int = 0
+    gaps: int = 0
     utterances: int = 0
     sessions_done: int = 0
     lag_s: deque = field(default_factory=lambda: deque(maxlen=20000))
@@ -204,8 +205,12 @@ class SttService:
         if head.seq <= s.skip_through or s.done:
             await msg.ack()  # already covered by a stored transcript (a resumed run sees it again)
             return None
-        if head.seq <= s.fed_seq and any(f.seq == head.seq for f in reversed(s.held)):
-            return None  # a redelivery of a frame we still hold: the held one will be acknowledged
+        if head.seq <= s.fed_seq:
+            if not any(f.seq == head.seq for f in reversed(s.held)):
+                await msg.ack()  # a second copy of a frame already taken (a publisher's retry)
+            return None  # (or a redelivery of one still held: the held one will be acknowledged)
+        if s.fed_seq >= 0 and head.seq > s.fed_seq + 1:
+            await self._gap(s, msg, head)
         try:
             s.feed(msg.data, head.format, head.seq, head.offset, msg)
         except InvalidAudio as exc:
@@ -215,6 +220,20 @@ class SttService:
         if head.ts > 0:
             self.stats.lag_s.append(time.time() - head.ts)
         return s
+
+    async def _gap(self, s: SessionState, msg: Msg, head: AudioFrame) -> None:
+        """Frames between the last one taken and this one never came: say so, keep time true."""
+        frame_s = len(msg.data) / head.format.frame_bytes / head.format.rate if head.format.frame_bytes else 0.0
+        missing = s.missing_seconds(head.seq, head.offset, frame_s)
+        first, last = s.fed_seq + 1, head.seq - 1
+        s.fill_gap(missing)
+        span = f"frame {first}" if first == last else f"frames {first}-{last}"
+        self.stats.gaps += 1
+        s.errors += 1
+        if s.errors <= MAX_ERROR_EVENTS:
+            where = f" at {(s.t0 or 0.0) + s.pos_in / RATE - missing:.2f} s" if s.t0 is not None else ""
+            await self._error_event(s, "frames_missing", f"{span} never arrived ({missing:.2f} s of audio{where}); "
+                                    f"the transcript there may miss words", first, msg_id=f"{s.sid}:gap:{first}")
 
     @staticmethod
     def _after_end(s: SessionState, head: AudioFrame) -> str:

@@ -98,6 +98,22 @@ class SessionState:
         self.fed_seq = max(self.fed_seq, seq)
         self.last_frame = time.monotonic()
 
+    def fill_gap(self, seconds: float) -> None:
+        """Silence where frames never arrived, so the audio after them keeps its session time
+        (and the cutter sees a pause, not words joined across the hole)."""
+        if self.format is None or seconds <= 0:
+            return
+        silence = np.zeros(int(round(seconds * self.format.rate)), dtype=np.float32)
+        out = silence if self.resampler is None else self.resampler.resample_chunk(silence)
+        self._append(out)
+        self.pos_in += len(silence) * RATE / self.format.rate
+
+    def missing_seconds(self, seq: int, offset: float | None, frame_s: float) -> float:
+        """How much audio the frames before `seq` (after the last one fed) would have held."""
+        if offset is not None and self.t0 is not None:
+            return max(0.0, offset - (self.t0 + self.pos_in / RATE))
+        return (seq - self.fed_seq - 1) * frame_s
+
     def _append(self, out: np.ndarray) -> None:
         if len(out):
             self.chunks.append((self.buffered, np.asarray(out, dtype=np.float32)))

@@ -21,14 +21,13 @@ seconds the caller will still wait), so a manager drops work nobody will wait fo
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 import time
 import uuid
 from typing import AsyncIterator
 
 import nats.errors
+import stamina
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -73,24 +72,29 @@ class Caller:
         cfg = self.config
         end = time.monotonic() + (deadline or cfg.deadline)
         headers = {**(headers or {}), REQUEST_ID_HEADER: uuid.uuid4().hex}
-        attempt = crashes = 0
-        while True:
-            yielded = False
-            try:
-                async for msg in self._attempt(subject, data, headers, end):
-                    yielded = True
-                    yield msg
-                return
-            except _Retry as retry:
-                crashed = isinstance(retry.error, ModelCrashed)
-                if (yielded or attempt >= cfg.retries or time.monotonic() >= end
-                        or isinstance(retry.error, Overloaded) or (crashed and crashes >= 1)):
-                    raise retry.error from None
-                attempt += 1
-                crashes += crashed
-                pause = min(cfg.backoff * (2 ** (attempt - 1)), 5.0) * (0.5 + random.random())
-                log.info("%s: %s; retry %d/%d in %.2fs", subject, retry.error.message, attempt, cfg.retries, pause)
-                await asyncio.sleep(min(pause, max(end - time.monotonic(), 0)))
+        yielded, crashes = False, 0
+
+        def retryable(exc: BaseException) -> bool:
+            nonlocal crashes
+            if not isinstance(exc, _Retry) or yielded or time.monotonic() >= end:
+                return False
+            if isinstance(exc.error, Overloaded) or (isinstance(exc.error, ModelCrashed) and crashes):
+                return False
+            crashes += isinstance(exc.error, ModelCrashed)
+            log.info("%s: %s; retrying", subject, exc.error.message)
+            return True
+
+        try:
+            async for attempt in stamina.retry_context(on=retryable, attempts=cfg.retries + 1, timeout=None,
+                                                       wait_initial=float(cfg.backoff), wait_max=5.0,
+                                                       wait_jitter=float(cfg.backoff)):
+                with attempt:
+                    async for msg in self._attempt(subject, data, headers, end):
+                        yielded = True
+                        yield msg
+                    return
+        except _Retry as retry:
+            raise retry.error from None
 
     async def request(self, subject: str, data: bytes, headers: dict[str, str] | None = None,
                       deadline: float | None = None) -> Msg:

@@ -1,0 +1,186 @@
+"""The STT service's intake: every session in flight, what earlier runs stored about it, and each
+delivered frame or end event checked and fed to its session.
+
+A frame is taken in `seq` order. One covered by a stored transcript (a run resuming after a crash
+sees it again), or a second copy of one already taken, is acknowledged and dropped; frames
+missing between two received are reported and replaced by silence; a frame after the session's
+end, or under the id of a session already transcribed, is reported and dropped. Bad input is its
+session's problem only: an error event on that session, never an exception here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from voxbus.bus import Bus
+from voxbus.errors import InvalidAudio, ProtocolError
+from voxbus.messages import codec
+from voxbus.messages.audio import AudioFrame
+from voxbus.messages.control import SessionEnd, SessionTranscribed
+from voxbus.messages.text import Transcript
+from voxbus.session_errors import report_session_error
+from voxbus.stt.cutter import CutterSettings
+from voxbus.stt.session import SessionState
+from voxbus.stt.vad import RATE, SileroVad
+from voxbus.subjects import InvalidSessionId, validate_session_id
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_EVENTS = 20
+"""Frame error events per session; a stream of garbage frames gets a summary, not a flood."""
+
+
+@dataclass
+class SttStats:
+    frames: int = 0
+    rejected: int = 0
+    gaps: int = 0
+    utterances: int = 0
+    sessions_done: int = 0
+    lag_s: deque = field(default_factory=lambda: deque(maxlen=20000))
+    """Wall time from a frame's capture timestamp (AudioFrame.ts) to the service processing it."""
+
+
+class FrameIntake:
+    def __init__(self, bus: Bus, vad: SileroVad, settings: CutterSettings, stats: SttStats) -> None:
+        self.bus = bus
+        self.js: JetStreamContext = bus.js
+        self.subjects = bus.subjects
+        self.vad = vad
+        self.settings = settings
+        self.stats = stats
+        self.sessions: dict[str, SessionState] = {}
+
+    async def session(self, sid: str) -> SessionState:
+        s = self.sessions.get(sid)
+        if s is None:
+            s = self.sessions[sid] = SessionState(sid, self.vad.stream(), self.settings)
+            await self._recall(s)
+        return s
+
+    async def _recall(self, s: SessionState) -> None:
+        """What earlier runs already stored for this session: its last transcript and whether it
+        was finished. A new session costs these two direct gets, nothing more."""
+        try:
+            raw = await self.js.get_last_msg(self.subjects.stream("text"), self.subjects.transcript(s.sid), direct=True)
+            last = codec.decode(raw.data, Transcript)
+            s.next_utterance, s.skip_through = last.utterance + 1, last.last_seq
+        except (NotFoundError, ProtocolError):
+            pass
+        try:
+            raw = await self.js.get_last_msg(self.subjects.stream("ctl"), self.subjects.control(s.sid, "transcribed"),
+                                             direct=True)
+            done = codec.decode(raw.data, SessionTranscribed)
+            s.transcribed_seq = done.last_seq if done.last_seq is not None else -1
+            s.transcribed_at = done.ts
+            s.skip_through = max(s.skip_through, s.transcribed_seq)
+        except (NotFoundError, ProtocolError):
+            pass
+
+    # -- frames -------------------------------------------------------------------------------
+    async def frame(self, msg: Msg) -> SessionState | None:
+        """Check and feed one delivered frame; its session if the frame was taken."""
+        try:
+            sid = validate_session_id(self.subjects.session_from(msg.subject))
+        except (InvalidSessionId, ValueError) as exc:
+            log.warning("dropping a frame on %s: %s", msg.subject, exc)
+            await msg.term()
+            return None
+        s = await self.session(sid)
+        try:
+            head = codec.decode_meta(msg.headers, AudioFrame)
+        except ProtocolError as exc:
+            await self._reject(s, msg, "bad_header", str(exc), None)
+            return None
+        late = self._after_end(s, head)
+        if late:
+            await self._reject(s, msg, "after_end", late, head.seq)
+            return None
+        s.max_seq = max(s.max_seq, head.seq)  # even for frames skipped or rejected: the end waits for it
+        if head.seq <= s.skip_through or s.done:
+            await msg.ack()  # already covered by a stored transcript (a resumed run sees it again)
+            return None
+        if head.seq <= s.fed_seq:
+            if not any(f.seq == head.seq for f in reversed(s.held)):
+                await msg.ack()  # a second copy of a frame already taken (a publisher's retry)
+            return None  # (or a redelivery of one still held: the held one will be acknowledged)
+        if s.fed_seq >= 0 and head.seq > s.fed_seq + 1:
+            await self._gap(s, msg, head)
+        try:
+            s.feed(msg.data, head.format, head.seq, head.offset, msg)
+        except InvalidAudio as exc:
+            await self._reject(s, msg, "invalid_audio", exc.message, head.seq)
+            return None
+        self.stats.frames += 1
+        if head.ts > 0:
+            self.stats.lag_s.append(time.time() - head.ts)
+        return s
+
+    @staticmethod
+    def _after_end(s: SessionState, head: AudioFrame) -> str:
+        """Why a frame belongs to no session any more ('' if it does). A session is transcribed
+        once: audio sent after its end, or under its id once it was transcribed, is reported
+        rather than silently dropped or turned into a second `transcribed`. A redelivery after a
+        restart is neither: it was captured before the session finished, and its seq is covered."""
+        if s.transcribed_at is not None and (head.seq > s.transcribed_seq or head.ts > s.transcribed_at):
+            return (f"frame {head.seq} arrived after session {s.sid} was transcribed; "
+                    f"a session id is used once: send new audio as a new session")
+        if s.end_seq is not None and head.seq > s.end_seq:
+            return f"frame {head.seq} comes after the session's end event (last_seq {s.end_seq})"
+        return ""
+
+    async def _gap(self, s: SessionState, msg: Msg, head: AudioFrame) -> None:
+        """Frames between the last one taken and this one never came: say so, keep time true."""
+        frame_s = len(msg.data) / head.format.frame_bytes / head.format.rate if head.format.frame_bytes else 0.0
+        missing = s.missing_seconds(head.seq, head.offset, frame_s)
+        first, last = s.fed_seq + 1, head.seq - 1
+        s.fill_gap(missing)
+        self.stats.gaps += 1
+        span = f"frame {first}" if first == last else f"frames {first}-{last}"
+        where = f" at {(s.t0 or 0.0) + s.pos_in / RATE - missing:.2f} s" if s.t0 is not None else ""
+        await self.report(s, "frames_missing", f"{span} never arrived ({missing:.2f} s of audio{where}); the "
+                          f"transcript there may miss words", first, f"{s.sid}:gap:{first}", capped=True)
+
+    async def _reject(self, s: SessionState, msg: Msg, code: str, message: str, seq: int | None) -> None:
+        """A bad frame is this session's problem only: tell it, drop the frame, go on."""
+        self.stats.rejected += 1
+        await msg.term()
+        await self.report(s, code, message, seq, f"{s.sid}:error:{msg.metadata.sequence.stream}", capped=True)
+
+    async def report(self, s: SessionState, code: str, message: str, seq: int | None, msg_id: str, *,
+                     capped: bool = False) -> None:
+        """An error event on the session; frame errors stop after MAX_ERROR_EVENTS, the last saying so."""
+        if capped:
+            s.errors += 1
+            if s.errors > MAX_ERROR_EVENTS:
+                return
+            if s.errors == MAX_ERROR_EVENTS:
+                message += " (further errors of this session are not reported)"
+        await report_session_error(self.bus, s.sid, code, message, seq=seq, msg_id=msg_id)
+
+    # -- end events -----------------------------------------------------------------------------
+    async def end(self, msg: Msg) -> SessionState | None:
+        try:
+            end = codec.decode(msg.data, SessionEnd)
+            sid = validate_session_id(self.subjects.session_from(msg.subject))
+        except (ProtocolError, InvalidSessionId, ValueError) as exc:
+            log.warning("dropping a malformed end event on %s: %s", msg.subject, exc)
+            await msg.term()
+            return None
+        s = await self.session(sid)
+        if end.last_seq is not None and end.last_seq <= s.transcribed_seq:
+            await msg.ack()  # finished by an earlier run
+            if not s.held and not s.pending:
+                self.sessions.pop(sid, None)
+            return None
+        if s.end_msg is not None:
+            await s.end_msg.ack()  # a repeated end event: keep the newest
+        s.ended, s.end_seq, s.end_msg = True, end.last_seq, msg
+        return s

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from voxbus.audio import encode_pcm
 from voxbus.bus import open_bus
 from voxbus.client.model_client import ModelClient
 from voxbus.config import load_config
@@ -632,7 +633,7 @@ def piper_direct(sentences: list[str], tmp: Path) -> list[bytes]:
         r = voice.synthesize(text, None, {})
         audio = soxr.resample(r.audio, r.sample_rate, RATE)
         audio = np.concatenate([np.zeros(int(0.3 * RATE), np.float32), audio])
-        out.append((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+        out.append(encode_pcm(audio, AudioFormat(rate=RATE)))
     return out
 
 

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from voxbus.audio import encode_pcm
 from voxbus.bus import open_bus
 from voxbus.config import load_config
 from voxbus.config.schema import EmbeddedServerConfig
@@ -141,7 +142,7 @@ def make_speech(tmp: Path) -> bytes:
         parts += [soxr.resample(r.audio, r.sample_rate, RATE).astype(np.float32), np.zeros(int(gap * RATE), np.float32)]
     audio = np.concatenate(parts)
     audio = audio[: len(audio) // int(RATE * FRAME_S) * int(RATE * FRAME_S)]
-    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    return encode_pcm(audio, AudioFormat(rate=RATE))
 
 
 class StubModels:

@@ -32,6 +32,7 @@ import numpy as np
 import psutil
 from faster_whisper import WhisperModel
 
+from voxbus.audio import pcm_to_model_input
 from voxbus.bus import open_bus
 from voxbus.client import ModelClient
 from voxbus.config import load_config
@@ -161,7 +162,7 @@ async def main(rounds: int, pad_seconds: float | None) -> dict:
             async with open_bus(client_config, name="bench-client", embed=False) as cbus:
                 client = ModelClient.from_bus(cbus)
                 pcms = [(await client.synthesize(s, format=FMT))[0] for s in SENTENCES]
-                audios = [np.frombuffer(p, "<i2").astype(np.float32) / 32768 for p in pcms]
+                audios = [pcm_to_model_input(p, FMT, 16000) for p in pcms]
                 lengths = [len(a) / 16000 for a in audios]
                 print(f"{len(pcms)} utterances of {min(lengths):.2f}-{max(lengths):.2f} s")
                 await client.transcribe(pcms[0], FMT)  # loads whisper in the manager

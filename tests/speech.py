@@ -8,6 +8,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from voxbus.audio import pcm_to_float, to_mono
 from voxbus.client import ModelClient
 
 GAP_S = 0.8  # silence between sentences: longer than stt.min_silence, so each is its own utterance
@@ -20,7 +21,7 @@ async def speak(client: ModelClient, sentences: list[str], lead_s: float = 0.4) 
     for text in sentences:
         pcm, meta = await client.synthesize(text)
         rate = meta.format.rate
-        speech = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
+        speech = to_mono(pcm_to_float(pcm, meta.format))
         parts += [np.zeros(int((lead_s if not parts else GAP_S) * rate), np.float32), speech]
     parts.append(np.zeros(int(GAP_S * rate), np.float32))
     return np.concatenate(parts), rate

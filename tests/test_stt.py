@@ -12,6 +12,7 @@ import soundfile as sf
 
 from tests.helpers import embedded_config, make_config, run_voxbus, running_manager, wer
 from tests.speech import speak, write_variant
+from voxbus.audio import encode_pcm, frame_bytes
 from voxbus.client import ModelClient
 from voxbus.history import stored
 from voxbus.ingest import SessionPublisher
@@ -107,8 +108,7 @@ async def test_malformed_frames_produce_error_events_and_other_sessions_go_on(st
     await bus.js.publish(bad, b"\x00" * 640, headers={codec.META_HEADER: "{not json"})
     await bus.js.publish(bad, b"\x00" * 640, headers=codec.meta_headers(AudioFrame(format=fmt, seq=4)))  # fine
     await bus.js.publish(s.control("bad-1", "end"), codec.encode(SessionEnd(session="bad-1", last_seq=4)))
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
-    await good.publish_pcm(pcm, AudioFormat(rate=rate))
+    await good.publish_pcm(encode_pcm(audio, AudioFormat(rate=rate)), AudioFormat(rate=rate))
     for _ in range(300):
         done = await stored_of(bus, "ctl", s.all_control("transcribed"), SessionTranscribed)
         if {"good-1", "bad-1"} <= {d.session for d in done}:
@@ -217,12 +217,12 @@ async def test_lost_and_repeated_frames_are_noticed_and_time_stays_true(stack):
     first, _ = await client.synthesize(sentences[0])
     first_end = 0.4 + len(first) / 2 / rate
     fmt = AudioFormat(rate=rate)
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
-    step = rate // 50  # 20 ms frames
-    frames = [pcm[i:i + step].tobytes() for i in range(0, len(pcm) - step + 1, step)]
+    pcm = encode_pcm(audio, fmt)
+    step = frame_bytes(fmt, 20)
+    frames = [pcm[i:i + step] for i in range(0, len(pcm) - step + 1, step)]
     # Lose 0.5 s of the 0.8 s pause: without silence in their place the two sentences would
     # merge (0.3 s < stt.min_silence) and everything after would move 0.5 s early.
-    start = int((first_end + 0.15) * rate) // step
+    start = int((first_end + 0.15) * 50)  # the frame 0.15 s into the pause
     lost = set(range(start, start + 25))
     doubled = len(frames) - 30
     for seq, data in enumerate(frames):

@@ -5,11 +5,11 @@ import os
 import signal
 import sys
 
-import numpy as np
 import pytest
 
 from tests.helpers import make_config, running_manager, wer
 from tests.speech import speak
+from voxbus.audio import encode_pcm
 from voxbus.client import ModelClient
 from voxbus.history import stored
 from voxbus.ingest import SessionPublisher
@@ -35,8 +35,8 @@ async def test_sigkill_mid_session_then_restart_gives_every_transcript_exactly_o
     async with running_manager(config) as (bus, manager):
         client = ModelClient.from_bus(bus)
         audio, rate = await speak(client, SENTENCES)
-        pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
         fmt = AudioFormat(rate=rate)
+        pcm = encode_pcm(audio, fmt)
         arrived: list[Transcript] = []
         done: dict[str, SessionTranscribed] = {}
 

@@ -1,5 +1,7 @@
-"""PCM conversion shared by the manager and the services: raw bytes <-> float32 arrays, channel
-mixing and resampling (libsoxr's high-quality resampler, not linear interpolation)."""
+"""The one audio path: raw PCM bytes <-> float32 arrays, channel mixing, resampling (libsoxr's
+high-quality resampler, not linear interpolation) and framing. Every part of voxbus (ingest, the
+STT service, the manager, TTS, replay) and its tests and benchmarks convert through these, so an
+integer sample means the same everywhere: s16 x maps to x / 32768 and back, exactly."""
 
 from __future__ import annotations
 
@@ -70,17 +72,30 @@ def pcm_to_model_input(data: bytes | memoryview, fmt: AudioFormat, rate: int) ->
     return resample(to_mono(pcm_to_float(data, fmt)), fmt.rate, rate)
 
 
-def float_to_pcm(mono: np.ndarray, rate_in: int, fmt: AudioFormat) -> bytes:
-    """float32 mono -> raw PCM in `fmt` (resampled, channels duplicated, sample type converted)."""
-    audio = resample(np.asarray(mono, dtype=np.float32), rate_in, fmt.rate)
-    audio = np.clip(audio, -1.0, 1.0)
-    if fmt.channels > 1:
-        audio = np.repeat(audio[:, None], fmt.channels, axis=1).reshape(-1)
+def encode_pcm(audio: np.ndarray, fmt: AudioFormat) -> bytes:
+    """float32 samples in [-1, 1], shaped (frames,) or (frames, channels) matching `fmt`, as raw
+    PCM of `fmt`'s sample type (no resampling: the rate is the caller's)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 2 and audio.shape[1] != fmt.channels:
+        raise ValueError(f"audio has {audio.shape[1]} channels; the format says {fmt.channels}")
+    audio = np.clip(audio.reshape(-1), -1.0, 1.0)
     if fmt.sample == "f32le":
         return audio.astype("<f4").tobytes()
     scale = _SCALE[fmt.sample]
-    top = scale - 1
-    return np.clip(np.round(audio * scale), -scale, top).astype(_DTYPES[fmt.sample]).tobytes()
+    return np.clip(np.round(audio * scale), -scale, scale - 1).astype(_DTYPES[fmt.sample]).tobytes()
+
+
+def float_to_pcm(mono: np.ndarray, rate_in: int, fmt: AudioFormat) -> bytes:
+    """float32 mono -> raw PCM in `fmt` (resampled, channels duplicated, sample type converted)."""
+    audio = resample(np.asarray(mono, dtype=np.float32), rate_in, fmt.rate)
+    if fmt.channels > 1:
+        audio = np.repeat(audio[:, None], fmt.channels, axis=1)
+    return encode_pcm(audio, fmt)
+
+
+def frame_bytes(fmt: AudioFormat, frame_ms: float) -> int:
+    """Bytes of a frame of `frame_ms` (whole samples, at least one) in `fmt`."""
+    return max(int(fmt.rate * frame_ms / 1000), 1) * fmt.frame_bytes
 
 
 MODEL_RATE = 16000

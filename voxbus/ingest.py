@@ -21,6 +21,7 @@ from typing import AsyncIterable, Callable
 import numpy as np
 import soundfile as sf
 
+from voxbus.audio import encode_pcm, frame_bytes
 from voxbus.bus import Bus
 from voxbus.errors import AudioFileError, ServerError
 from voxbus.messages import codec
@@ -50,10 +51,6 @@ def read_audio(path: str | Path) -> tuple[bytes, AudioFormat]:
         raise AudioFileError(f"{path}: {data.shape[1]} channels; voxbus takes at most 8")
     return np.ascontiguousarray(data).astype(data.dtype.newbyteorder("<")).tobytes(), \
         AudioFormat(rate=int(rate), channels=data.shape[1], sample=sample)
-
-
-def frame_bytes(fmt: AudioFormat, frame_ms: int) -> int:
-    return max(int(fmt.rate * frame_ms / 1000), 1) * fmt.frame_bytes
 
 
 class SessionPublisher:
@@ -155,7 +152,7 @@ class SessionPublisher:
                 audio = block.reshape(-1, 1) if block.ndim == 1 else block
                 if audio.shape[1] != fmt.channels:
                     raise ValueError(f"a block has {audio.shape[1]} channels; the format says {fmt.channels}")
-                block = _interleave(np.asarray(audio, dtype=np.float32), fmt)
+                block = encode_pcm(audio, fmt)
             await self.send(block, fmt)
         return await self.end()
 
@@ -163,10 +160,3 @@ class SessionPublisher:
         await self.send(pcm, fmt)
         return await self.end()
 
-
-def _interleave(audio: np.ndarray, fmt: AudioFormat) -> bytes:
-    clipped = np.clip(audio, -1.0, 1.0)
-    if fmt.sample == "f32le":
-        return clipped.astype("<f4").tobytes()
-    scale = {"s16le": 32767, "s32le": 2147483647}[fmt.sample]
-    return np.round(clipped * scale).astype({"s16le": "<i2", "s32le": "<i4"}[fmt.sample]).tobytes()

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import msgspec
-import numpy as np
 import soundfile as sf
 
 from voxbus.audio import WAV_SUBTYPES, float_to_pcm, pcm_samples, pcm_to_float, to_mono

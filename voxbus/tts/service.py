@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
+from voxbus.audio import frame_bytes
 from voxbus.bus import Bus
 from voxbus.client.model_client import ModelClient
 from voxbus.errors import ModelError, ProtocolError
@@ -172,7 +173,7 @@ class TtsService:
                                                  format=piece.format)
         if epoch != s.epoch:
             return  # interrupted while synthesizing: this audio is never published
-        step = max(int(meta.format.rate * CHUNK_S), 1) * meta.format.frame_bytes
+        step = frame_bytes(meta.format, CHUNK_S * 1000)
         for i in range(0, len(pcm), step):
             if epoch != s.epoch:
                 return

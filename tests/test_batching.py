@@ -10,7 +10,7 @@ import pytest_asyncio
 
 from voxbus.client import ModelClient
 from voxbus.config import load_config
-from voxbus.errors import BadRequest, InvalidAudio, Unavailable
+from voxbus.errors import BadRequest, InvalidAudio, ModelBusy
 from voxbus.manager import worker_protocol as wp
 from voxbus.manager.batcher import TranscribeBatcher
 from voxbus.manager.crashes import CrashHistory
@@ -171,7 +171,7 @@ async def test_concurrent_sessions_are_batched_and_each_gets_its_own_text(stack)
         if slot.inflight:
             break
         await asyncio.sleep(0.01)
-    with pytest.raises(Unavailable):
+    with pytest.raises(ModelBusy):
         await manager.pool.unload(slot)
     replies = await asyncio.gather(*burst)
     assert max(r.batch_size for r in replies) > 1, [r.batch_size for r in replies]

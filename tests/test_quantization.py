@@ -1,6 +1,6 @@
 import pytest
 
-from voxbus.errors import BadRequest
+from voxbus.errors import ConfigError
 from voxbus.manager.quantization import default_quantization, resolve_quantization
 
 
@@ -25,14 +25,14 @@ def test_defaults_by_kind_and_device():
 
 
 def test_backends_without_quantization_say_so():
-    with pytest.raises(BadRequest, match="has no quantization"):
+    with pytest.raises(ConfigError, match="has no quantization"):
         resolve_quantization("piper", "8-bit", "cpu")
-    with pytest.raises(BadRequest, match="has no quantization"):
+    with pytest.raises(ConfigError, match="has no quantization"):
         resolve_quantization("coqui", "int8", "cpu")
 
 
 def test_unknown_names_are_rejected():
-    with pytest.raises(BadRequest, match="choose from"):
+    with pytest.raises(ConfigError, match="choose from"):
         resolve_quantization("llama_cpp", "q3_magic", "cpu")
-    with pytest.raises(BadRequest):
+    with pytest.raises(ConfigError):
         resolve_quantization("faster_whisper", "4-bit", "cpu")

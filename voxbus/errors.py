@@ -1,29 +1,41 @@
 """One exception tree for voxbus, and the wire error codes it maps to.
 
     VoxbusError
-    ├── ConfigError             a configuration file or override is invalid
+    ├── ConfigError             a configuration file, override or model entry is invalid
     ├── ServerError             the embedded nats-server cannot start (binary missing, port taken)
     ├── ProtocolError           a message on the wire does not decode
+    ├── InvalidName             a session id or subject token that would change NATS routing
+    │   ├── InvalidSessionId
+    │   └── InvalidSubjectToken
     ├── AudioFileError          an audio file given to a command cannot be read
-    └── ModelError              an error reply from the ModelManager (code, message, transient)
-        ├── BadRequest            400  malformed request or invalid options
-        │   ├── InvalidAudio      400  empty, odd-sized, non-finite or out-of-range audio
-        │   ├── ContextLengthExceeded 400  a prompt longer than the model's context
-        │   └── UnsupportedFormat 415  a sample format / rate / channel count we do not take
-        ├── UnknownModel          404  no such model id, or no default for that task
-        ├── VersionMismatch       409  the request pinned a version the model does not have
-        ├── PayloadTooLarge       413  over manager.max_request_bytes
-        ├── WrongKind             422  the model exists but does another task
-        ├── ModelRefused          507  the model cannot fit the memory budget even after eviction
-        ├── ModelFailed           500  loading or inference raised inside the backend (or quarantined)
-        ├── ModelCrashed          502  the model's worker process died or hung mid-request (transient)
-        ├── Cancelled             499  the caller or an interrupt stopped the work
-        ├── Unavailable           503  no manager answered (transient: retried)
-        ├── Overloaded            503  the model's queue is full (transient; carries retry_after)
-        └── Timeout               504  no answer within the deadline (transient before acceptance)
+    ├── BackendError            a model library refused a model or an input (inside a worker;
+    │   │                       it reaches callers as the wire error below that fits)
+    │   ├── UnsupportedQuantization
+    │   └── ContextTooLong
+    └── ModelError              what a request to the ModelManager ended in (code, message, transient)
+        ├── an error reply, sent by a manager:
+        │   ├── BadRequest            400  malformed request or invalid options
+        │   │   ├── InvalidAudio      400  empty, odd-sized, non-finite or out-of-range audio
+        │   │   ├── ContextLengthExceeded 400  a prompt longer than the model's context
+        │   │   └── UnsupportedFormat 415  a sample format / rate / channel count we do not take
+        │   ├── UnknownModel          404  no such model id, or no default for that task
+        │   ├── VersionMismatch       409  the request pinned a version the model does not have
+        │   ├── ModelBusy             409  the model is serving requests and cannot be unloaded now (transient)
+        │   ├── PayloadTooLarge       413  over manager.max_request_bytes, or over the server's max_payload
+        │   ├── WrongKind             422  the model exists but does another task
+        │   ├── ModelRefused          507  the model cannot fit the memory budget even after eviction
+        │   ├── ModelFailed           500  loading or inference raised inside the backend (or quarantined)
+        │   ├── ModelCrashed          502  the model's worker process died or hung mid-request (transient)
+        │   ├── Cancelled             499  the caller or an interrupt stopped the work
+        │   ├── Overloaded            503  the model's queue is full (transient; carries retry_after)
+        │   └── ShuttingDown          503  the manager stopped before the request started (transient)
+        └── NoAnswer              no error reply came (raised by the client)
+            ├── Unavailable       503  no manager took the request, or it stopped answering (transient)
+            └── Timeout           504  no answer within the deadline (transient before acceptance)
 
 ``transient`` says whether repeating the same request later may succeed: clients retry those
-with backoff; permanent ones are raised at once.
+with backoff; permanent ones are raised at once. A manager also answers ``timeout`` for work
+whose deadline passed before it started.
 """
 
 from __future__ import annotations
@@ -47,6 +59,30 @@ class ProtocolError(VoxbusError):
 
 class AudioFileError(VoxbusError):
     """An audio file given to a command cannot be read or decoded."""
+
+
+class InvalidName(VoxbusError, ValueError):
+    """A name that cannot be a NATS subject token."""
+
+
+class InvalidSessionId(InvalidName):
+    """A session id that would change NATS routing or is otherwise unusable."""
+
+
+class InvalidSubjectToken(InvalidName):
+    """A prefix, event or verb that is not a single plain subject token."""
+
+
+class BackendError(VoxbusError):
+    """A backend could not do what was asked (bad model file, unsupported option, bad input)."""
+
+
+class UnsupportedQuantization(BackendError):
+    """The backend cannot apply the requested quantization."""
+
+
+class ContextTooLong(BackendError):
+    """The prompt does not fit the model's context window."""
 
 
 class ModelError(VoxbusError):
@@ -93,6 +129,10 @@ class VersionMismatch(ModelError):
     code, status = "version_mismatch", 409
 
 
+class ModelBusy(ModelError):
+    code, status, transient = "model_busy", 409, True
+
+
 class PayloadTooLarge(ModelError):
     code, status = "payload_too_large", 413
 
@@ -120,7 +160,17 @@ class Cancelled(ModelError):
     code, status = "cancelled", 499
 
 
-class Unavailable(ModelError):
+class ShuttingDown(ModelError):
+    code, status, transient = "shutting_down", 503, True
+
+
+class NoAnswer(ModelError):
+    """No error reply came: nobody took the request, the manager went silent, or time ran out."""
+
+    transient = True
+
+
+class Unavailable(NoAnswer):
     code, status, transient = "unavailable", 503, True
 
 
@@ -130,7 +180,7 @@ class Overloaded(ModelError):
     code, status, transient = "overloaded", 503, True
 
 
-class Timeout(ModelError):
+class Timeout(NoAnswer):
     code, status, transient = "timeout", 504, True
 
 
@@ -138,8 +188,8 @@ ERROR_CLASSES: dict[str, type[ModelError]] = {
     cls.code: cls
     for cls in (
         ModelError, BadRequest, InvalidAudio, ContextLengthExceeded, UnsupportedFormat, UnknownModel,
-        VersionMismatch, PayloadTooLarge, WrongKind, ModelRefused, ModelFailed, ModelCrashed, Cancelled,
-        Unavailable, Overloaded, Timeout,
+        VersionMismatch, ModelBusy, PayloadTooLarge, WrongKind, ModelRefused, ModelFailed, ModelCrashed, Cancelled,
+        Overloaded, ShuttingDown, Unavailable, Timeout,
     )
 }
 

@@ -18,6 +18,8 @@ so ids are validated: a ``.``, ``*``, ``>`` or whitespace would change which sub
 
 from __future__ import annotations
 
+from voxbus.errors import InvalidSessionId, InvalidSubjectToken  # noqa: F401 (raised here, named here too)
+
 import re
 from dataclasses import dataclass
 
@@ -33,14 +35,6 @@ MODEL_VERBS = {
     "tts": ("synthesize",),
     "admin": ("list", "load", "unload"),
 }
-
-
-class InvalidSessionId(ValueError):
-    """A session id that would change NATS routing or is otherwise unusable."""
-
-
-class InvalidSubjectToken(ValueError):
-    """A prefix, event or verb that is not a single plain subject token."""
 
 
 def validate_session_id(sid: str) -> str:

@@ -15,8 +15,8 @@ from typing import AsyncIterator, Callable
 
 from voxbus.config.schema import Config
 from voxbus.errors import (
-    BadRequest, Cancelled, ContextLengthExceeded, ModelCrashed, ModelError, ModelFailed, Overloaded, Timeout,
-    Unavailable, UnknownModel, VersionMismatch, WrongKind,
+    BadRequest, Cancelled, ConfigError, ContextLengthExceeded, ModelBusy, ModelCrashed, ModelError, ModelFailed,
+    Overloaded, ShuttingDown, Timeout, UnknownModel, VersionMismatch, WrongKind,
 )
 from voxbus.manager import worker_protocol as wp
 from voxbus.manager.crashes import CrashHistory
@@ -42,7 +42,7 @@ def cancelled_error(ctx: RequestContext) -> ModelError:
     if ctx.cancelled == CALLER_GONE:
         return Cancelled("the caller went away")
     if ctx.cancelled == SHUTDOWN:  # it never started: another manager can take the retry
-        return Unavailable("the manager is shutting down; the request did not start")
+        return ShuttingDown("the manager is shutting down; the request did not start")
     return Cancelled(f"cancelled: {ctx.cancelled}")
 
 
@@ -74,8 +74,8 @@ class ModelPool:
             device = "cpu" if spec.device == "cpu" or not resources.has_gpu else "cuda"
             try:
                 quant = resolve_quantization(spec.backend, spec.quantization, device)
-            except ModelError as exc:
-                raise ModelError(f"model {model_id}: {exc.message}") from None
+            except ConfigError as exc:
+                raise ConfigError(f"models.{model_id}.quantization: {exc}") from None
             self.slots[model_id] = ModelSlot(
                 model_id, spec, device, quant, max_queue=spec.max_queue or mc.max_queue.of(spec.kind),
                 crashes=CrashHistory(mc.quarantine_after, float(mc.quarantine_window)))
@@ -180,7 +180,7 @@ class ModelPool:
 
     async def unload(self, slot: ModelSlot, reason: str = "request") -> None:
         if slot.inflight:
-            raise Unavailable(f"model {slot.id} is serving {slot.inflight} request(s); try again when idle")
+            raise ModelBusy(f"model {slot.id} is serving {slot.inflight} request(s); try again when idle")
         async with slot.lock:
             if slot.loaded:
                 await self.loader.unload(slot, "unloaded", reason)

@@ -9,7 +9,7 @@ error that says so.
 
 from __future__ import annotations
 
-from voxbus.errors import BadRequest
+from voxbus.errors import ConfigError
 
 GENERIC = {"4-bit", "8-bit", "16-bit", "32-bit"}
 
@@ -40,13 +40,13 @@ def resolve_quantization(backend: str, requested: str | None, device: str) -> st
         return default_quantization(backend, device)
     name = requested.lower()
     if not has_quantization(backend):
-        raise BadRequest(f"backend {backend!r} has no quantization; remove `quantization: {requested}` for this model")
+        raise ConfigError(f"backend {backend!r} has no quantization; remove `quantization: {requested}` for this model")
     if name in GENERIC:
         mapped = _BY_BACKEND[backend].get(name)
         if mapped is None:
-            raise BadRequest(f"backend {backend!r} has no {name} quantization")
+            raise ConfigError(f"backend {backend!r} has no {name} quantization")
         return mapped
     if name not in _NATIVE[backend]:
-        raise BadRequest(f"backend {backend!r} has no quantization {requested!r}; choose from "
+        raise ConfigError(f"backend {backend!r} has no quantization {requested!r}; choose from "
                          f"{', '.join(sorted(GENERIC & set(_BY_BACKEND[backend])) + list(_NATIVE[backend]))}")
     return name

@@ -14,17 +14,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-
-class BackendError(Exception):
-    """A backend could not do what was asked (bad model file, unsupported option...)."""
-
-
-class UnsupportedQuantization(BackendError):
-    """The backend cannot apply the requested quantization."""
-
-
-class ContextTooLong(BackendError):
-    """The prompt does not fit the model's context window."""
+from voxbus.errors import BackendError, ContextTooLong, UnsupportedQuantization  # noqa: F401 (backends raise them)
 
 
 @dataclass(frozen=True)

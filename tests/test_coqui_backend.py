@@ -12,7 +12,7 @@ pytest.importorskip("TTS")  # the `coqui` extra; without it this module skips, w
 
 from voxbus.manager.backends.base import BackendError, LoadSpec
 from voxbus.manager.backends.coqui import CoquiBackend
-from voxbus.manager.backends.coqui_testmodel import build_random_vits
+from tests.coqui_model import build_random_vits
 
 
 def test_coqui_backend_synthesizes_and_unloads(tmp_path):

@@ -13,8 +13,10 @@ from tests.helpers import embedded_config, make_config, running_manager
 from voxbus.client import ModelClient
 from voxbus.config import ClientConfig, Duration
 from voxbus.errors import Overloaded
-from voxbus.manager.replies import QUEUE_HEADER, STATUS_HEADER
-from voxbus.manager.requests import DEADLINE_HEADER, REQUEST_ID_HEADER
+from voxbus.messages.headers import DEADLINE as DEADLINE_HEADER
+from voxbus.messages.headers import QUEUE as QUEUE_HEADER
+from voxbus.messages.headers import REQUEST_ID as REQUEST_ID_HEADER
+from voxbus.messages.headers import STATUS as STATUS_HEADER
 from voxbus.messages import GenerateChunk, GenerateDone, GenerateRequest, SamplingOptions, codec
 from voxbus.server import NatsServer
 from voxbus.subjects import Subjects

@@ -30,7 +30,7 @@ async def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tts")
     models = {}
     try:
-        from voxbus.manager.backends.coqui_testmodel import build_random_vits
+        from tests.coqui_model import build_random_vits
 
         model_path, config_path = build_random_vits(tmp / "vits")
         models = {"coqui-test": {"kind": "tts", "backend": "coqui",

@@ -22,8 +22,13 @@ from voxbus import errors, session_errors, subjects as sj
 from voxbus.client.calls import NO_RESPONDERS
 from voxbus.config.loader import decode_config, default_config_text
 from voxbus.audio import FLOAT_PEAK_LIMIT
-from voxbus.manager.replies import ACCEPTED, ERROR_CODE_HEADER, ERROR_HEADER, QUEUE_HEADER, STATUS_HEADER, WORKING
-from voxbus.manager.requests import DEADLINE_HEADER, REQUEST_ID_HEADER
+from voxbus.messages.headers import ACCEPTED, WORKING
+from voxbus.messages.headers import DEADLINE as DEADLINE_HEADER
+from voxbus.messages.headers import ERROR as ERROR_HEADER
+from voxbus.messages.headers import ERROR_CODE as ERROR_CODE_HEADER
+from voxbus.messages.headers import QUEUE as QUEUE_HEADER
+from voxbus.messages.headers import REQUEST_ID as REQUEST_ID_HEADER
+from voxbus.messages.headers import STATUS as STATUS_HEADER
 from voxbus.messages import admin, audio, codec, control, model as mm, text
 from voxbus.streams import DUPLICATE_WINDOW_S, stream_configs
 

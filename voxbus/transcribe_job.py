@@ -19,6 +19,7 @@ from voxbus.messages import codec
 from voxbus.messages.audio import AudioFormat
 from voxbus.messages.control import SessionError, SessionTranscribed
 from voxbus.messages.text import Transcript
+from voxbus.timecodes import srt_time
 
 
 @dataclass
@@ -114,16 +115,8 @@ async def transcribe_jobs(bus: Bus, jobs: list[FileJob], *, realtime: bool = Fal
     return jobs
 
 
-def srt_time(t: float) -> str:
-    ms = int(round(t * 1000))
-    return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
-
-
 def to_srt(job: FileJob) -> str:
     blocks = [f"{i}\n{srt_time(t.start)} --> {srt_time(t.end)}\n{t.text}\n"
               for i, t in enumerate((t for t in job.ordered() if t.text), 1)]
     return "\n".join(blocks)
 
-
-def clock(t: float) -> str:
-    return f"{int(t // 60):02d}:{t % 60:05.2f}"

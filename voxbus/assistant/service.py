@@ -29,7 +29,7 @@ from voxbus.messages.model import GenerateChunk, GenerateDone
 from voxbus.messages.text import ReplyChunk, SayRequest, Transcript
 from voxbus.sentences import SentenceSplitter
 from voxbus.session_errors import report_session_error
-from voxbus.stt.consumers import bind_resuming
+from voxbus.consumers import bind_resuming
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from voxbus.messages import codec
     from voxbus.messages.control import SessionTranscribed
     from voxbus.messages.text import Transcript
-    from voxbus.transcribe_job import clock
+    from voxbus.timecodes import clock
 
     config = load_for(args)
 

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from voxbus.bus import open_bus
     from voxbus.cli import load_for, run_async
     from voxbus.replay import Window, load_session, paced, write_wav
-    from voxbus.transcribe_job import clock
+    from voxbus.timecodes import clock
 
     config = load_for(args)
     window = Window(since=args.since, until=args.until, from_seq=args.from_seq)

@@ -64,7 +64,8 @@ class Progress:
 def run(args: argparse.Namespace) -> int:
     from voxbus.cli import load_for, run_async
     from voxbus.pipeline import local_pipeline
-    from voxbus.transcribe_job import clock, load_jobs, to_srt, transcribe_jobs
+    from voxbus.timecodes import clock
+    from voxbus.transcribe_job import load_jobs, to_srt, transcribe_jobs
 
     if not args.verbose:  # the transcripts are the output; service chatter only with -v
         import logging

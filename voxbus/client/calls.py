@@ -33,8 +33,7 @@ from nats.aio.msg import Msg
 
 from voxbus.config.schema import ClientConfig
 from voxbus.errors import ModelCrashed, ModelError, Overloaded, PayloadTooLarge, Timeout, Unavailable, error_from_wire
-from voxbus.manager.replies import ACCEPTED, ERROR_CODE_HEADER, ERROR_HEADER, STATUS_HEADER, WORKING
-from voxbus.manager.requests import DEADLINE_HEADER, REQUEST_ID_HEADER
+from voxbus.messages import headers as h
 from voxbus.messages import codec
 from voxbus.messages.model import ErrorReply
 
@@ -52,13 +51,13 @@ def _error_of(msg: Msg) -> ModelError | None:
     headers = msg.headers or {}
     if headers.get("Status") == NO_RESPONDERS:
         return Unavailable("no ModelManager is serving this endpoint (is `voxbus manager` running?)")
-    if ERROR_CODE_HEADER not in headers:
+    if h.ERROR_CODE not in headers:
         return None
     try:
         body = codec.decode(msg.data, ErrorReply)
         return error_from_wire(body.code, body.message, body.transient, body.retry_after)
     except Exception:
-        return ModelError(headers.get(ERROR_HEADER, "unknown error"), code=f"status_{headers[ERROR_CODE_HEADER]}")
+        return ModelError(headers.get(h.ERROR, "unknown error"), code=f"status_{headers[h.ERROR_CODE]}")
 
 
 class Caller:
@@ -71,7 +70,7 @@ class Caller:
         """Yield the answer's messages (heartbeats filtered out); retries as the module says."""
         cfg = self.config
         end = time.monotonic() + (deadline or cfg.deadline)
-        headers = {**(headers or {}), REQUEST_ID_HEADER: uuid.uuid4().hex}
+        headers = {**(headers or {}), h.REQUEST_ID: uuid.uuid4().hex}
         yielded, crashes = False, 0
 
         def retryable(exc: BaseException) -> bool:
@@ -106,7 +105,7 @@ class Caller:
         cfg = self.config
         inbox = self.nc.new_inbox()
         sub = await self.nc.subscribe(inbox)
-        headers = {**headers, DEADLINE_HEADER: f"{max(end - time.monotonic(), 0.0):.3f}"}
+        headers = {**headers, h.DEADLINE: f"{max(end - time.monotonic(), 0.0):.3f}"}
         try:
             try:
                 await self.nc.publish(subject, data, reply=inbox, headers=headers)
@@ -129,8 +128,8 @@ class Caller:
                         raise _Retry(Unavailable(f"{subject}: the manager stopped answering mid-request")) from None
                     raise _Retry(Unavailable(f"{subject}: no manager accepted the request within "
                                              f"{cfg.accept_timeout:g}s")) from None
-                status = (msg.headers or {}).get(STATUS_HEADER)
-                if status in (ACCEPTED, WORKING):
+                status = (msg.headers or {}).get(h.STATUS)
+                if status in (h.ACCEPTED, h.WORKING):
                     accepted = True
                     continue
                 error = _error_of(msg)

@@ -21,15 +21,12 @@ from nats.aio.client import Client
 from voxbus.errors import ModelError
 from voxbus.messages import codec
 from voxbus.messages.model import ErrorReply
+from voxbus.messages.headers import ERROR as ERROR_HEADER
+from voxbus.messages.headers import ERROR_CODE as ERROR_CODE_HEADER
+from voxbus.messages.headers import QUEUE as QUEUE_HEADER
+from voxbus.messages.headers import STATUS as STATUS_HEADER
 
 log = logging.getLogger(__name__)
-
-STATUS_HEADER = "Vox-Status"
-QUEUE_HEADER = "Vox-Queue"
-ACCEPTED = "accepted"
-WORKING = "working"
-ERROR_HEADER = "Nats-Service-Error"
-ERROR_CODE_HEADER = "Nats-Service-Error-Code"
 
 
 class ReplyChannel:

@@ -24,12 +24,13 @@ from typing import Callable
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from voxbus.manager.replies import ACCEPTED, WORKING, ReplyChannel
+from voxbus.manager.replies import ReplyChannel
+from voxbus.messages.headers import ACCEPTED, WORKING
+from voxbus.messages.headers import DEADLINE as DEADLINE_HEADER
+from voxbus.messages.headers import REQUEST_ID as REQUEST_ID_HEADER
 
 log = logging.getLogger(__name__)
 
-DEADLINE_HEADER = "Vox-Deadline"
-REQUEST_ID_HEADER = "Vox-Request-Id"
 
 CALLER_GONE = "caller gone"
 DEADLINE = "deadline passed"

@@ -7,9 +7,8 @@ from typing import Any, Mapping, TypeVar
 import msgspec
 
 from voxbus.errors import ProtocolError
+from voxbus.messages.headers import META as META_HEADER
 
-META_HEADER = "Vox-Meta"
-"""Header carrying the JSON Struct of a message whose payload is raw bytes."""
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ task runs the VAD over every session touched since its last pass in a worker thr
 the intake, so under load a single VAD pass covers many frames of many sessions. Checking and
 feeding frames is intake.py's job; a session's transcriptions run in order in its own task
 (transcripts.py). A frame is acknowledged only when nothing needs it any more (see session.py);
-after a crash the consumer resumes at its ack floor (consumers.py) and the last stored
+after a crash the consumer resumes at its ack floor (voxbus/consumers.py) and the last stored
 transcript of each session says where the service had got to.
 """
 
@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 
 from voxbus.bus import Bus
 from voxbus.client.model_client import ModelClient
-from voxbus.stt.consumers import bind_resuming
+from voxbus.consumers import bind_resuming
 from voxbus.stt.cutter import CutterSettings
 from voxbus.stt.intake import FrameIntake, SttStats
 from voxbus.stt.session import SessionState

@@ -28,7 +28,7 @@ from voxbus.messages.control import SessionStart
 from voxbus.messages.text import SayRequest
 from voxbus.sentences import SentenceSplitter, speakable
 from voxbus.session_errors import report_session_error
-from voxbus.stt.consumers import bind_resuming
+from voxbus.consumers import bind_resuming
 
 log = logging.getLogger(__name__)
 

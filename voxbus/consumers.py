@@ -1,11 +1,13 @@
-"""Binding the STT service's durable push consumers so a restart resumes *in stream order*.
+"""Binding a service's durable push consumer so a restart resumes *in stream order* (the STT,
+TTS and assistant services all bind theirs this way).
 
 JetStream redelivers a dead consumer's unacknowledged messages only when their ack wait runs
 out, after messages published since: a restarted service would see a session's later frames
 before its earlier ones, which a streaming VAD cannot take. So at start the durable is recreated
 from its ack floor (the first message not yet acknowledged): everything from there comes again,
 in order. Messages acknowledged above the floor come again too; the service recognises them
-(frames covered by stored transcripts, sessions already transcribed) and only acknowledges them.
+(for the STT: frames covered by stored transcripts, sessions already transcribed) and only
+acknowledges them.
 """
 
 from __future__ import annotations

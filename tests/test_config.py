@@ -121,3 +121,31 @@ def test_cli_help_lists_commands():
     assert res.returncode == 0
     for command in ("server", "config", "manager", "models"):
         assert command in res.stdout
+
+
+def test_default_yaml_is_generated_from_the_schema():
+    """One source of defaults: the schema. voxbus/config/default.yaml is its rendering (with the
+    field docs as comments), and loading it gives exactly the schema's defaults."""
+    from pathlib import Path
+
+    import msgspec
+    import yaml
+
+    from voxbus.config import decode_config
+    from voxbus.config.render import render
+    from voxbus.config.schema import Config
+
+    shipped = Path(__file__).resolve().parent.parent / "voxbus" / "config" / "default.yaml"
+    assert shipped.read_text() == render(), "run python -m voxbus.config.render voxbus/config/default.yaml"
+    assert decode_config(yaml.safe_load(shipped.read_text())) == Config()
+    assert "# Silence that ends an utterance." in shipped.read_text()
+
+
+def test_configs_are_frozen():
+    import msgspec
+
+    cfg = load_config(env={})
+    with pytest.raises(AttributeError):
+        cfg.manager.idle_ttl = 5
+    changed = msgspec.structs.replace(cfg, manager=msgspec.structs.replace(cfg.manager, idle_ttl=Duration(5)))
+    assert changed.manager.idle_ttl == 5 and cfg.manager.idle_ttl == 600

@@ -5,7 +5,6 @@ import asyncio
 import pytest
 
 from voxbus.client import ModelClient
-from voxbus.config import Budget
 from voxbus.errors import ModelRefused
 from voxbus.messages import AudioFormat, ModelEvent, decode
 from tests.helpers import make_config, running_manager
@@ -33,24 +32,25 @@ async def _use(client, kind):
 
 
 async def test_budget_for_two_of_three_evicts_lru_keeps_pinned_refuses_too_big(nats_server, tmp_path):
-    config = make_config(nats_server.url, tmp_path / "cache", manager={"budgets": {"ram": "100%"}})
-    async with running_manager(config) as (bus, manager):
+    cache = tmp_path / "cache"
+    # Measure every model's real footprint once (kept in <cache>/footprints.json for later loads).
+    async with running_manager(make_config(nats_server.url, cache, manager={"budgets": {"ram": "100%"}})) as (bus, m):
+        client = ModelClient.from_bus(bus)
+        for kind in ("stt", "tts", "llm"):
+            await _use(client, kind)
+        need = {i: m.pool.loader.expected(m.pool.slots[i])[0] for i in ("whisper-tiny-en", "piper-joe", "gemma3-270m")}
+    assert all(n > 0 for n in need.values()), need
+    stt_ram, tts_ram, llm_ram = need["whisper-tiny-en"], need["piper-joe"], need["gemma3-270m"]
+
+    # Room for the TTS voice and the LLM, not for all three: Whisper (least recently used) must go.
+    budget = {"budgets": {"ram": f"{tts_ram + llm_ram + stt_ram // 2}B"}}
+    async with running_manager(make_config(nats_server.url, cache, manager=budget)) as (bus, manager):
         client = ModelClient.from_bus(bus)
         pool = manager.pool
         stt, tts, llm = (pool.slots[i] for i in ("whisper-tiny-en", "piper-joe", "gemma3-270m"))
-        # Measure every model's real footprint once, then start empty.
-        for kind in ("stt", "tts", "llm"):
-            await _use(client, kind)
-        for model in ("whisper-tiny-en", "piper-joe", "gemma3-270m"):
-            await client.unload(model)
         events = await _events(bus)
-
         await _use(client, "stt")
         await _use(client, "tts")
-        need_llm = pool.loader.expected(llm)[0]
-        assert need_llm > 0 and stt.ram > 0 and tts.ram > 0
-        # Room for the TTS voice and the LLM, not for all three: Whisper (least recently used) must go.
-        config.manager.budgets.ram = Budget(absolute=tts.ram + need_llm + stt.ram // 2)
         await _use(client, "llm")
         await asyncio.sleep(0.2)
         assert [(e.event, e.model) for e in events if e.event == "evicted"] == [("evicted", "whisper-tiny-en")]
@@ -60,22 +60,24 @@ async def test_budget_for_two_of_three_evicts_lru_keeps_pinned_refuses_too_big(n
         stored = await bus.js.get_last_msg(bus.subjects.stream("admin"), bus.subjects.admin("model"))
         assert decode(stored.data, ModelEvent).event == "loaded"  # the ADMIN stream keeps the history
 
-        # Pinned: Whisper is now least recently used but pinned, so the TTS voice goes instead.
-        for model in ("piper-joe", "gemma3-270m"):
-            await client.unload(model)
-        stt.spec.pinned = True
+    # Pinned: Whisper is least recently used but pinned, so the TTS voice goes instead.
+    config = make_config(nats_server.url, cache, manager=budget, models={"whisper-tiny-en": {"pinned": True}})
+    async with running_manager(config) as (bus, manager):
+        client = ModelClient.from_bus(bus)
+        stt, llm = manager.pool.slots["whisper-tiny-en"], manager.pool.slots["gemma3-270m"]
         await _use(client, "stt")
         await _use(client, "tts")
-        events.clear()
+        events = await _events(bus)
         await _use(client, "llm")
         await asyncio.sleep(0.2)
         assert [(e.event, e.model) for e in events if e.event == "evicted"] == [("evicted", "piper-joe")]
         assert stt.state == "loaded" and llm.state == "loaded"
 
-        # Larger than the whole budget: refused with a clear error, and nothing else breaks.
-        await client.unload("gemma3-270m")
-        config.manager.budgets.ram = Budget(absolute=need_llm - 1)
-        events.clear()
+    # Larger than the whole budget: refused with a clear error, and nothing else breaks.
+    config = make_config(nats_server.url, cache, manager={"budgets": {"ram": f"{llm_ram - 1}B"}})
+    async with running_manager(config) as (bus, manager):
+        client = ModelClient.from_bus(bus)
+        events = await _events(bus)
         with pytest.raises(ModelRefused, match="more than the whole RAM budget"):
             await _use(client, "llm")
         await asyncio.sleep(0.2)

@@ -1,7 +1,6 @@
 from nats.js.api import RetentionPolicy, StorageType
 
 from voxbus.config import load_config
-from voxbus.config.units import Duration
 from voxbus.streams import ensure_streams
 from voxbus.subjects import Subjects
 
@@ -25,8 +24,7 @@ async def test_streams_created_with_limits_and_idempotent(nc):
 async def test_changed_limits_update_the_stream(nc):
     js = nc.jetstream()
     subjects = Subjects("vox")
-    cfg = load_config(env={})
-    await ensure_streams(js, subjects, cfg.streams)
-    cfg.streams.audio.max_age = Duration(60)
-    await ensure_streams(js, subjects, cfg.streams)
+    await ensure_streams(js, subjects, load_config(env={}).streams)
+    changed = load_config(env={}, overrides={"streams": {"audio": {"max_age": "60s"}}})
+    await ensure_streams(js, subjects, changed.streams)
     assert (await js.stream_info("VOX_AUDIO")).config.max_age == 60

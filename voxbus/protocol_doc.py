@@ -20,7 +20,7 @@ import msgspec.inspect as mi
 import voxbus.messages
 from voxbus import errors, session_errors, subjects as sj
 from voxbus.client.calls import NO_RESPONDERS
-from voxbus.config.loader import decode_config, default_config_text
+from voxbus.config.schema import Config
 from voxbus.audio import FLOAT_PEAK_LIMIT
 from voxbus.messages.headers import ACCEPTED, WORKING
 from voxbus.messages.headers import DEADLINE as DEADLINE_HEADER
@@ -35,7 +35,7 @@ from voxbus.streams import DUPLICATE_WINDOW_S, stream_configs
 MODULES = (audio, text, control, admin, mm)
 SID = "demo"
 S = sj.Subjects("vox")
-CFG = decode_config(msgspec.yaml.decode(default_config_text()), "default config")
+CFG = Config()
 META, STATUS = codec.META_HEADER, STATUS_HEADER
 UNIONS = {n: typing.get_args(getattr(m, n)) for m in MODULES for n in dir(m)
           if n.endswith("Event") and typing.get_origin(getattr(m, n)) is typing.Union}
@@ -211,7 +211,7 @@ The manager answers on the inbox:
 2. every {c.heartbeat:g} s while the request waits or runs (a cold model load can take minutes), an empty message with header `{STATUS}: {WORKING}` and `{QUEUE_HEADER}: <n>`, the number of requests ahead of it in its model's queue (`0` once it runs);
 3. the answer: one reply message, or for generate a stream of `chunk` messages ending in one `done`.
 
-Messages with a `{STATUS}` header are never part of the answer. They are published with a reply subject of the manager's: when the caller's inbox has no subscriber any more, the server's no-responders status tells the manager that nobody waits, and unless a retry joins within half a second the request is dropped before it runs (or stopped, for a generation). Binary payloads (transcribe requests, synthesize replies) carry raw PCM as the body and their Struct, JSON-encoded, in the `{META}` header. Requests over `manager.max_request_bytes` ({CFG.manager.max_request_bytes} bytes by default) are refused with `payload_too_large`; a request that does not decode is refused with `bad_request`.
+Messages with a `{STATUS}` header are never part of the answer. They are published with a reply subject of the manager's: when the caller's inbox has no subscriber any more, the server's no-responders status tells the manager that nobody waits, and unless a retry joins within half a second the request is dropped before it runs (or stopped, for a generation). Binary payloads (transcribe requests, synthesize replies) carry raw PCM as the body and their Struct, JSON-encoded, in the `{META}` header. Requests over `manager.max_request_bytes` ({CFG.manager.max_request_bytes} by default) are refused with `payload_too_large`; a request that does not decode is refused with `bad_request`.
 
 **Message sizes.** Every message must fit the server's `max_payload` (1 MiB on a plain `nats-server`; the one voxbus embeds allows 8 MB; clients read it when they connect). Speech longer than one message comes back as several SynthesizeReply messages on the reply inbox, in order (`part` 0 .. `parts`-1, whole frames each): concatenate their payloads. Audio to transcribe that does not fit one message (a voxbus client first reduces it to 16 kHz mono s16, about 32 s per MiB) is put in the JetStream Object Store bucket `{S.upload_bucket()}` (objects expire after `streams.uploads.max_age`, {CFG.streams.uploads.max_age:g} s), and the request names it in `upload` with an empty payload; the manager deletes it once read. Anything else too large (a chat history over the limit, say) is refused by the client with `payload_too_large` before it is sent.
 

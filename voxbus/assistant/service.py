@@ -72,8 +72,9 @@ class Assistant:
     async def start(self) -> None:
         self._subs = [await bind_resuming(
             self.bus.js, stream=self.subjects.stream("text"), durable=self.subjects.consumer("assistant"),
-            filter_subject=self.subjects.all_transcripts(), cb=self._on_transcript, ack_wait=120.0,
-            max_ack_pending=10000, start_new=True)]
+            filter_subject=self.subjects.all_transcripts(), cb=self._on_transcript,
+            ack_wait=float(self.cfg.consumer.ack_wait), max_ack_pending=self.cfg.consumer.max_ack_pending,
+            start_new=True)]
         log.info("assistant answering %s", self.subjects.all_transcripts())
 
     async def stop(self) -> None:

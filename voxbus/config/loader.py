@@ -7,7 +7,6 @@ field path (``manager.budgets.ram``) and what was expected there.
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,8 +23,9 @@ ENV_NATS_URL = "VOXBUS_NATS_URL"
 ENV_OVERRIDE_PREFIX = "VOXBUS__"
 
 
-def default_config_text() -> str:
-    return resources.files("voxbus.config").joinpath("default.yaml").read_text()
+def defaults() -> dict[str, Any]:
+    """The schema's defaults as a mapping (the base layer; default.yaml is their rendering)."""
+    return msgspec.to_builtins(Config(), enc_hook=enc_hook)
 
 
 def user_config_candidates() -> list[Path]:
@@ -111,7 +111,7 @@ def load_config(
 ) -> Config:
     """The effective Config. `overrides` (from CLI flags) are applied last."""
     env = os.environ if env is None else env
-    merged = _read_yaml(default_config_text(), "default config")
+    merged = defaults()
     origin = "default config"
     user = find_user_config(path, env)
     if user is not None:

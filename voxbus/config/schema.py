@@ -11,6 +11,12 @@ from msgspec import Meta, Struct
 from voxbus.config.units import Budget, ByteSize, Duration
 
 Kind = Literal["llm", "stt", "tts"]
+
+
+def _bundled():
+    from voxbus.config import bundled  # it builds ModelSpecs, defined below
+
+    return bundled
 BACKENDS_BY_KIND: dict[str, tuple[str, ...]] = {
     "llm": ("llama_cpp",),
     "stt": ("faster_whisper",),
@@ -19,8 +25,9 @@ BACKENDS_BY_KIND: dict[str, tuple[str, ...]] = {
 Port = Annotated[int, Meta(ge=0, le=65535)]
 
 
-class _Cfg(Struct, kw_only=True, forbid_unknown_fields=True):
-    pass
+class _Cfg(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Frozen: a configuration is decoded once and read everywhere; change it by building a new
+    one (load_config overrides, msgspec.structs.replace), never by assignment."""
 
 
 class EmbeddedServerConfig(_Cfg):
@@ -76,6 +83,7 @@ class ModelSpec(_Cfg):
     backend: str
     source: ModelSource
     version: str = ""
+    """Shown in replies and `voxbus models`; a request may pin it (`version_mismatch` otherwise)."""
     quantization: str | None = None
     """None: the default for its kind and size (see manager/quantization.py)."""
     priority: int = 50
@@ -85,6 +93,7 @@ class ModelSpec(_Cfg):
     ttl: Duration | None = None
     """Unload after this long idle; None: manager.idle_ttl; 0: never."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: a GPU when there is one and the backend's library can use it, else the CPU."""
     n_gpu_layers: int = -1
     """llama.cpp layers to offload when on a GPU (-1: all)."""
     options: dict[str, Any] = {}
@@ -135,7 +144,7 @@ class ManagerConfig(_Cfg):
     quarantine_after: Annotated[int, Meta(ge=1)] = 3
     """Crashes within quarantine_window after which a model is quarantined (no crash loop)."""
     quarantine_window: Duration = Duration(600)
-    defaults: dict[Kind, str] = {}
+    defaults: dict[Kind, str] = msgspec.field(default_factory=lambda: _bundled().bundled_defaults())
     """Model id answering requests that name only a task."""
     cache_dir: str | None = None
     """Quantized GGUFs and assembled bundles; None: <user cache dir>/voxbus."""
@@ -198,7 +207,23 @@ class SttConfig(_Cfg):
     """Where a brand-new durable consumer starts in the AUDIO stream (later runs resume)."""
 
 
+class ConsumerConfig(_Cfg):
+    """A service's durable JetStream consumer (redelivery after a crash, flow control)."""
+
+    ack_wait: Duration = Duration(60)
+    """A message not acknowledged within this long is delivered again (after a crash)."""
+    max_ack_pending: Annotated[int, Meta(ge=1)] = 10_000
+    """Messages delivered and not yet acknowledged, at most; the server waits beyond it."""
+
+
+class TtsConfig(_Cfg):
+    consumer: ConsumerConfig = msgspec.field(default_factory=ConsumerConfig)
+    """Say requests are acknowledged on receipt (stale speech is not spoken late after a crash)."""
+
+
 class AssistantConfig(_Cfg):
+    consumer: ConsumerConfig = msgspec.field(default_factory=lambda: ConsumerConfig(ack_wait=Duration(120)))
+    """Transcripts are acknowledged once answered; a reply can take a while under load."""
     model: str | None = None
     """LLM model id; None: manager.defaults.llm."""
     system_prompt: str = ("You are a helpful voice assistant. Answer in one or two short, plain sentences "
@@ -240,9 +265,11 @@ class Config(_Cfg):
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
     stt: SttConfig = msgspec.field(default_factory=SttConfig)
+    tts: TtsConfig = msgspec.field(default_factory=TtsConfig)
     assistant: AssistantConfig = msgspec.field(default_factory=AssistantConfig)
     client: ClientConfig = msgspec.field(default_factory=ClientConfig)
-    models: dict[str, ModelSpec] = {}
+    models: dict[str, ModelSpec] = msgspec.field(default_factory=lambda: _bundled().bundled_models())
+    """The model registry, keyed by model id (the bundled models, plus any a user file adds)."""
 
     def __post_init__(self) -> None:
         for kind, model_id in self.manager.defaults.items():

@@ -20,6 +20,14 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "": 1.0, "m": 60.0, "h": 3600.0, "d": 
 class ByteSize(int):
     """A number of bytes; accepts ints or strings such as "8MB", "512MiB", "2 GiB"."""
 
+    def __str__(self) -> str:
+        """The exact size in the largest unit that divides it ("2GiB", "8MB", "1500")."""
+        for unit in ("TiB", "GiB", "MiB", "KiB", "TB", "GB", "MB", "KB"):
+            size = _SIZE_UNITS[unit.lower()]
+            if self and self % size == 0:
+                return f"{self // size}{unit}"
+        return str(int(self))
+
     @classmethod
     def parse(cls, value: object) -> "ByteSize":
         if isinstance(value, bool):
@@ -37,6 +45,17 @@ class ByteSize(int):
 
 class Duration(float):
     """Seconds; accepts numbers or strings such as "250ms", "30s", "10m", "1h"."""
+
+    def __str__(self) -> str:
+        """The exact duration in the largest whole unit ("24h", "10m", "400ms", "1.5s")."""
+        for unit in ("d", "h", "m", "s"):
+            n = self / _DURATION_UNITS[unit]
+            if self and n == int(n):
+                return f"{int(n)}{unit}"
+        if not self:
+            return "0s"
+        ms = self * 1000
+        return f"{round(ms)}ms" if abs(ms - round(ms)) < 1e-6 else f"{float(self):g}s"
 
     @classmethod
     def parse(cls, value: object) -> "Duration":
@@ -110,10 +129,7 @@ def dec_hook(tp: type, obj: object) -> object:
 
 
 def enc_hook(obj: object) -> object:
-    if isinstance(obj, Budget):
+    """Config values as people write them, which parse back to the same values."""
+    if isinstance(obj, (Budget, ByteSize, Duration)):
         return str(obj)
-    if isinstance(obj, ByteSize):
-        return int(obj)
-    if isinstance(obj, Duration):
-        return float(obj)
     raise NotImplementedError(f"cannot encode {type(obj).__name__}")

@@ -76,8 +76,9 @@ class TtsService:
     async def start(self) -> None:
         self._subs = [
             await bind_resuming(self.bus.js, stream=self.subjects.stream("text"), durable=self.subjects.consumer("tts"),
-                                filter_subject=self.subjects.all_say(), cb=self._on_say, ack_wait=60.0,
-                                max_ack_pending=10000, start_new=True),
+                                filter_subject=self.subjects.all_say(), cb=self._on_say,
+                                ack_wait=float(self.bus.config.tts.consumer.ack_wait),
+                                max_ack_pending=self.bus.config.tts.consumer.max_ack_pending, start_new=True),
             await self.bus.nc.subscribe(self.subjects.all_control("interrupt"), cb=self._on_interrupt),
         ]
         log.info("TTS service consuming %s", self.subjects.all_say())

@@ -38,6 +38,14 @@ def batch_window(seconds: float, pad_seconds: float) -> int:
     return int(min(WINDOW_S, math.ceil(max(pad_seconds, seconds + TAIL_S))))
 
 
+def _continues(ids: list[int], timestamp_begin: int) -> bool:
+    """Whether the decoder handed the rest over to a next window: it closed a segment and opened
+    another (two timestamps) and stopped. Whisper does that when the next words would run past
+    the window; in one batched window they would be lost, so such a row is redone through the
+    sequential path, which moves its window on and decodes them."""
+    return len(ids) >= 2 and ids[-1] >= timestamp_begin and ids[-2] >= timestamp_begin
+
+
 def token_cap(seconds: float) -> int:
     return math.ceil(seconds * TOKENS_PER_S) + TOKENS_SLACK
 
@@ -110,7 +118,8 @@ class WhisperBackend(SttBackend):
                 decoded = self._decode([audios[i] for i in chunk], window, language, int(options.get("beam_size", 1)))
                 for i, (text, lang, runaway) in zip(chunk, decoded):
                     if runaway:
-                        log.info("batched row of %.1f s hit its token cap; redoing it one by one", seconds[i])
+                        log.info("batched row of %.1f s hit its token cap or went on past its window; redoing it "
+                                 "one by one", seconds[i])
                         results[i] = self.transcribe(audios[i], language, options)
                     else:
                         segs = [Segment(start=0.0, end=seconds[i], text=text)] if text else []
@@ -150,7 +159,8 @@ class WhisperBackend(SttBackend):
         results = model.model.generate(encoded, prompts, beam_size=beam_size, max_length=max_length,
                                        suppress_blank=True, suppress_tokens=suppress)
         # decode() drops the timestamp tokens: one segment of text per row.
-        return [(tokenizer.decode(r.sequences_ids[0]).strip(), code, len(r.sequences_ids[0]) >= min(cap, limit))
+        return [(tokenizer.decode(r.sequences_ids[0]).strip(), code,
+                 len(r.sequences_ids[0]) >= min(cap, limit) or _continues(r.sequences_ids[0], tokenizer.timestamp_begin))
                 for r, code, cap in zip(results, langs, caps)]
 
     def _tokenizer(self, language: str) -> tuple[Tokenizer, list[int]]:

@@ -108,6 +108,9 @@ class Subjects:
     def all_audio_in(self) -> str:
         return f"{self.prefix}.audio.*.in"
 
+    def all_audio_out(self) -> str:
+        return f"{self.prefix}.audio.*.out"
+
     def all_say(self) -> str:
         return f"{self.prefix}.tts.*.say"
 

@@ -49,6 +49,7 @@ class _Conversation:
     turn: int = 0
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     worker: asyncio.Task | None = None
+    last: float = field(default_factory=time.monotonic)  # when a transcript of it last arrived
 
 
 class Assistant:
@@ -61,6 +62,7 @@ class Assistant:
         self.times: dict[tuple[str, int], TurnTimes] = {}  # for latency reports (voxbus demo)
         self.silent: OrderedDict[str, None] = OrderedDict()  # sessions that did not ask for answers
         self._subs: list = []
+        self._pruner: asyncio.Task | None = None
 
     async def __aenter__(self) -> "Assistant":
         await self.start()
@@ -75,9 +77,12 @@ class Assistant:
             filter_subject=self.subjects.all_transcripts(), cb=self._on_transcript,
             ack_wait=float(self.cfg.consumer.ack_wait), max_ack_pending=self.cfg.consumer.max_ack_pending,
             start_new=True)]
+        self._pruner = asyncio.create_task(self._prune_idle(), name="assistant-prune")
         log.info("assistant answering %s", self.subjects.all_transcripts())
 
     async def stop(self) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
         for sub in self._subs:
             try:
                 await sub.unsubscribe()
@@ -105,9 +110,23 @@ class Assistant:
         if conv is None:
             conv = self.conversations[t.session] = _Conversation(
                 messages=[{"role": "system", "content": self.cfg.system_prompt}])
-        conv.queue.put_nowait((t, msg, time.monotonic()))
+        conv.last = time.monotonic()
+        conv.queue.put_nowait((t, msg, conv.last))
         if conv.worker is None or conv.worker.done():
             conv.worker = asyncio.create_task(self._answer_all(t.session, conv), name=f"assistant-{t.session}")
+
+    async def _prune_idle(self) -> None:
+        """Forget conversations idle past `assistant.session_idle`: a long-running assistant keeps
+        no state for sessions long gone."""
+        idle = float(self.cfg.session_idle)
+        while True:
+            await asyncio.sleep(max(0.2, min(idle / 2, 30.0)))
+            cutoff = time.monotonic() - idle
+            for sid in [sid for sid, c in self.conversations.items()
+                        if c.last < cutoff and c.queue.empty() and (c.worker is None or c.worker.done())]:
+                del self.conversations[sid]
+                for key in [k for k in self.times if k[0] == sid]:
+                    del self.times[key]
 
     async def _wanted(self, sid: str) -> bool:
         """Whether the session asked to be answered (its start event), else the configured default."""

@@ -219,6 +219,8 @@ class ConsumerConfig(_Cfg):
 class TtsConfig(_Cfg):
     consumer: ConsumerConfig = msgspec.field(default_factory=ConsumerConfig)
     """Say requests are acknowledged on receipt (stale speech is not spoken late after a crash)."""
+    session_idle: Duration = Duration(60)
+    """A session with nothing to say for this long is forgotten (it comes back with its next text)."""
 
 
 class AssistantConfig(_Cfg):
@@ -232,6 +234,9 @@ class AssistantConfig(_Cfg):
     temperature: Annotated[float, Meta(ge=0.0, le=5.0)] = 0.7
     voice: str | None = None
     """TTS model id (or model:speaker) for replies; None: manager.defaults.tts."""
+    session_idle: Duration = Duration(1800)
+    """A conversation without a transcript for this long is forgotten (its history and timings; the
+    manager's KV state for it expires after cache.idle_timeout)."""
     answer_by_default: bool = False
     """Answer sessions whose start event does not say (`assistant` in SessionStart); sessions
     that do not ask get transcripts only."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
@@ -64,7 +63,7 @@ class TtsService:
         self.models = models or ModelClient.from_bus(bus)
         self.sessions: dict[str, _Session] = {}
         self._subs: list = []
-        self.first_chunk_at: dict[tuple[str, int], float] = {}  # (session, turn) -> monotonic, for latency reports
+        self.idle = float(bus.config.tts.session_idle)
 
     async def __aenter__(self) -> "TtsService":
         await self.start()
@@ -147,8 +146,18 @@ class TtsService:
         log.info("interrupt: session %s dropped %d queued sentences", sid, dropped)
 
     async def _speak(self, s: _Session) -> None:
+        """Speak the session's pieces in order; after `tts.session_idle` with nothing to say, forget
+        the session (a long-running service keeps no state for sessions long gone)."""
         while True:
-            piece: _Piece = await s.queue.get()
+            try:
+                piece: _Piece = await asyncio.wait_for(s.queue.get(), self.idle)
+            except asyncio.TimeoutError:
+                if s.queue.empty() and not any(sp.buffer.strip() for sp in s.splitters.values()):
+                    if self.sessions.get(s.sid) is s:
+                        del self.sessions[s.sid]
+                    s.worker = None
+                    return
+                continue
             epoch = s.epoch
             try:
                 if piece.text:
@@ -183,7 +192,6 @@ class TtsService:
 
     async def _publish(self, s: _Session, chunk: SpeechChunk, pcm: bytes) -> None:
         s.seq += 1
-        self.first_chunk_at.setdefault((s.sid, chunk.turn), time.monotonic())
         await self.bus.js.publish(self.subjects.audio_out(s.sid), pcm, headers=codec.meta_headers(chunk))
 
     async def _error(self, sid: str, code: str, message: str) -> None:

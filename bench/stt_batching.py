@@ -21,13 +21,13 @@ import argparse
 import asyncio
 import json
 import logging
-import re
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import jiwer
 import numpy as np
 import psutil
 from faster_whisper import WhisperModel
@@ -57,22 +57,14 @@ SENTENCES = [
 FMT = AudioFormat(rate=16000, channels=1, sample="s16le")
 
 
-def words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+", text.lower())
+_WORDS = jiwer.Compose([jiwer.ToLowerCase(), jiwer.SubstituteRegexes({r"[^a-z0-9' ]+": " "}),
+                        jiwer.RemoveMultipleSpaces(), jiwer.Strip(), jiwer.ReduceToListOfListOfWords()])
 
 
 def wer(references: list[str], hypotheses: list[str]) -> float:
-    """Corpus word error rate: word edit distance summed over sentences, over reference words."""
-    errors = total = 0
-    for reference, hypothesis in zip(references, hypotheses):
-        ref, hyp = words(reference), words(hypothesis)
-        d = list(range(len(hyp) + 1))
-        for i, r in enumerate(ref, 1):
-            prev, d[0] = d[0], i
-            for j, h in enumerate(hyp, 1):
-                prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
-        errors, total = errors + d[len(hyp)], total + len(ref)
-    return errors / max(total, 1)
+    """Corpus word error rate (jiwer): case and punctuation do not count."""
+    hyps = [h if any(c.isalnum() for c in h) else "<nothing>" for h in hypotheses]
+    return jiwer.wer(references, hyps, reference_transform=_WORDS, hypothesis_transform=_WORDS)
 
 
 class NeighbourCpu:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+import jiwer
 import msgspec
 import pytest
 
@@ -46,19 +46,16 @@ async def running_manager(config: Config, manager_id: str = "test-manager", *,
             pytrace=False)
 
 
-def words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+", text.lower())
+# Word error rate through jiwer: case and punctuation do not count ("Farm-house." = "farm house").
+_WORDS = jiwer.Compose([jiwer.ToLowerCase(), jiwer.SubstituteRegexes({r"[^a-z0-9' ]+": " "}),
+                        jiwer.RemoveMultipleSpaces(), jiwer.Strip(), jiwer.ReduceToListOfListOfWords()])
 
 
 def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate: word-level edit distance over reference length."""
-    ref, hyp = words(reference), words(hypothesis)
-    d = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, d[0] = d[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
-    return d[len(hyp)] / max(len(ref), 1)
+    """Word error rate of one hypothesis (an empty one is 1.0)."""
+    if not hypothesis.strip() or not any(c.isalnum() for c in hypothesis):
+        return 1.0
+    return jiwer.wer(reference, hypothesis, reference_transform=_WORDS, hypothesis_transform=_WORDS)
 
 
 def to_builtins(obj: Any) -> Any:

@@ -128,7 +128,6 @@ def test_default_yaml_is_generated_from_the_schema():
     field docs as comments), and loading it gives exactly the schema's defaults."""
     from pathlib import Path
 
-    import msgspec
     import yaml
 
     from voxbus.config import decode_config

@@ -28,6 +28,7 @@ from voxbus.messages.control import SessionStart
 from voxbus.messages.model import GenerateChunk, GenerateDone
 from voxbus.messages.text import ReplyChunk, SayRequest, Transcript
 from voxbus.sentences import SentenceSplitter
+from voxbus.service_base import BusService
 from voxbus.session_errors import report_session_error
 from voxbus.consumers import bind_resuming
 
@@ -52,8 +53,9 @@ class _Conversation:
     last: float = field(default_factory=time.monotonic)  # when a transcript of it last arrived
 
 
-class Assistant:
+class Assistant(BusService):
     def __init__(self, bus: Bus, models: ModelClient | None = None) -> None:
+        super().__init__()
         self.bus = bus
         self.subjects = bus.subjects
         self.cfg = bus.config.assistant
@@ -61,15 +63,7 @@ class Assistant:
         self.conversations: dict[str, _Conversation] = {}
         self.times: dict[tuple[str, int], TurnTimes] = {}  # for latency reports (voxbus demo)
         self.silent: OrderedDict[str, None] = OrderedDict()  # sessions that did not ask for answers
-        self._subs: list = []
         self._pruner: asyncio.Task | None = None
-
-    async def __aenter__(self) -> "Assistant":
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         self._subs = [await bind_resuming(
@@ -81,17 +75,8 @@ class Assistant:
         log.info("assistant answering %s", self.subjects.all_transcripts())
 
     async def stop(self) -> None:
-        if self._pruner is not None:
-            self._pruner.cancel()
-        for sub in self._subs:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:
-                log.debug("unsubscribe: %s", exc)
-        workers = [c.worker for c in self.conversations.values() if c.worker is not None]
-        for w in workers:
-            w.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await self._unsubscribe()
+        await self._end_tasks([self._pruner, *(c.worker for c in self.conversations.values())])
 
     async def _on_transcript(self, msg: Msg) -> None:
         try:

@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 
 from voxbus.bus import Bus
 from voxbus.client.model_client import ModelClient
+from voxbus.service_base import BusService
 from voxbus.consumers import bind_resuming
 from voxbus.stt.cutter import CutterSettings
 from voxbus.stt.intake import FrameIntake, SttStats
@@ -33,10 +34,11 @@ log = logging.getLogger(__name__)
 __all__ = ["MODEL_FORMAT", "SttService", "SttStats"]
 
 
-class SttService:
+class SttService(BusService):
     """``async with SttService(bus) as stt: ...``"""
 
     def __init__(self, bus: Bus, models: ModelClient | None = None) -> None:
+        super().__init__()
         self.bus = bus
         self.js = bus.js
         self.subjects = bus.subjects
@@ -55,19 +57,11 @@ class SttService:
         self._detect_wake = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task] = []
-        self._subs: list = []
         self.vad: SileroVad | None = None
 
     @property
     def sessions(self) -> dict[str, SessionState]:
         return self.intake.sessions if self.intake is not None else {}
-
-    async def __aenter__(self) -> "SttService":
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.stop()
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -91,18 +85,9 @@ class SttService:
         """Stop taking frames; let transcriptions in flight finish (bounded). Whatever is left
         unacknowledged comes back to the next run."""
         self._stopping = True
-        for sub in self._subs:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:  # the connection may already be gone
-                log.debug("unsubscribe: %s", exc)
-        self._subs = []
-        workers = [s.worker for s in self.sessions.values() if s.worker is not None]
-        if workers:
-            await asyncio.wait(workers, timeout=grace)
-        for task in self._tasks + workers:
-            task.cancel()
-        await asyncio.gather(*self._tasks, *workers, return_exceptions=True)
+        await self._unsubscribe()
+        await self._end_tasks([s.worker for s in self.sessions.values()], grace)
+        await self._end_tasks(self._tasks)
 
     # -- delivery ---------------------------------------------------------------------------------
     async def _on_frame(self, msg: Msg) -> None:

@@ -26,6 +26,7 @@ from voxbus.messages.audio import AudioFormat, SpeechChunk
 from voxbus.messages.control import SessionStart
 from voxbus.messages.text import SayRequest
 from voxbus.sentences import SentenceSplitter, speakable
+from voxbus.service_base import BusService
 from voxbus.session_errors import report_session_error
 from voxbus.consumers import bind_resuming
 
@@ -56,21 +57,14 @@ class _Session:
     output: AudioFormat | None = None
 
 
-class TtsService:
+class TtsService(BusService):
     def __init__(self, bus: Bus, models: ModelClient | None = None) -> None:
+        super().__init__()
         self.bus = bus
         self.subjects = bus.subjects
         self.models = models or ModelClient.from_bus(bus)
         self.sessions: dict[str, _Session] = {}
-        self._subs: list = []
         self.idle = float(bus.config.tts.session_idle)
-
-    async def __aenter__(self) -> "TtsService":
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         self._subs = [
@@ -83,15 +77,8 @@ class TtsService:
         log.info("TTS service consuming %s", self.subjects.all_say())
 
     async def stop(self) -> None:
-        for sub in self._subs:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:
-                log.debug("unsubscribe: %s", exc)
-        workers = [s.worker for s in self.sessions.values() if s.worker is not None]
-        for w in workers:
-            w.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await self._unsubscribe()
+        await self._end_tasks(s.worker for s in self.sessions.values())
 
     async def _session(self, sid: str) -> _Session:
         s = self.sessions.get(sid)

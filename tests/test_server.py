@@ -13,7 +13,7 @@ import pytest
 
 from voxbus.config import EmbeddedServerConfig
 from voxbus.errors import ServerError
-from voxbus.server import NatsServer, free_port
+from voxbus.server import NatsServer
 
 
 async def test_starts_ready_with_jetstream_and_stops_clean(tmp_path):
@@ -61,15 +61,14 @@ def _children(pid):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_cli_server_stops_on_signal_without_orphans(tmp_path, sig):
-    port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "voxbus", "server", "--port", str(port), "--monitor-port", "0",
+        [sys.executable, "-m", "voxbus", "server", "--port", "0", "--monitor-port", "0",
          "--store-dir", str(tmp_path / "js")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         line = proc.stdout.readline()
-        assert f"nats://127.0.0.1:{port}" in line, line + proc.stderr.read()
+        assert "nats://127.0.0.1:" in line and "nats://127.0.0.1:0" not in line, line + proc.stderr.read()
         children = _children(proc.pid)
         assert any("nats-server" in c.name() for c in children)
         proc.send_signal(sig)
@@ -86,9 +85,8 @@ def test_cli_server_stops_on_signal_without_orphans(tmp_path, sig):
 
 def test_cli_server_killed_leaves_no_orphan(tmp_path):
     """Even SIGKILL of voxbus takes nats-server down (PR_SET_PDEATHSIG)."""
-    port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "voxbus", "server", "--port", str(port), "--monitor-port", "0",
+        [sys.executable, "-m", "voxbus", "server", "--port", "0", "--monitor-port", "0",
          "--store-dir", str(tmp_path / "js")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     proc.stdout.readline()
     children = [c for c in _children(proc.pid) if "nats-server" in c.name()]

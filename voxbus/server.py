@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import logging
 import os
 import shutil
@@ -21,6 +22,7 @@ import urllib.error
 import urllib.request
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import platformdirs
 
@@ -58,12 +60,6 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -95,27 +91,30 @@ class NatsServer:
         conf = Path(self.config.config_file).expanduser() if self.config.config_file else bundled_config()
         if not conf.is_file():
             raise ServerError(f"nats-server config file not found: {conf}")
-        return [
-            find_binary(), "-c", str(conf), "-js",
-            "-a", self.config.host, "-p", str(self.port),
-            "-m", str(self.monitor_port), "-sd", str(self.store_dir),
-        ]
+        # Port 0 means "any free one": nats-server picks it itself (-1) and writes what it took to a
+        # ports file, so there is no window in which another process could take it first.
+        cmd = [find_binary(), "-c", str(conf), "-js", "-a", self.config.host,
+               "-p", str(self.port or -1), "-m", str(self.monitor_port or -1), "-sd", str(self.store_dir)]
+        if not (self.port and self.monitor_port):
+            cmd += ["--ports_file_dir", str(self._ports_dir())]
+        return cmd
+
+    def _ports_dir(self) -> Path:
+        return self.store_dir / "ports"
 
     async def start(self) -> "NatsServer":
         if self.process is not None:
             return self
-        if self.port == 0:
-            self.port = free_port(self.config.host)
-        if self.monitor_port == 0:
-            self.monitor_port = free_port()
         for what, port in (("client", self.port), ("monitoring", self.monitor_port)):
-            if port_in_use(self.config.host if what == "client" else "127.0.0.1", port):
+            if port and port_in_use(self.config.host if what == "client" else "127.0.0.1", port):
                 raise ServerError(
                     f"cannot start nats-server: {what} port {port} is already in use "
                     f"(another server running? use --port/--monitor-port, or --nats URL to use it)"
                 )
         cmd = self.command()
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        if "--ports_file_dir" in cmd:
+            self._ports_dir().mkdir(exist_ok=True)
         self._log_path = self.store_dir / "nats-server.log"
         log.info("starting %s", " ".join(cmd))
         with open(self._log_path, "ab") as logf:
@@ -131,15 +130,27 @@ class NatsServer:
         log.info("nats-server ready at %s (pid %d, store %s)", self.url, self.process.pid, self.store_dir)
         return self
 
+    def _read_ports(self) -> bool:
+        """Once nats-server has written its ports file: the ports it chose. False until then."""
+        path = self._ports_dir() / f"{Path(find_binary()).name}_{self.process.pid}.ports"
+        try:
+            ports = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        self.port = urlsplit(ports["nats"][0]).port
+        self.monitor_port = urlsplit(ports["monitoring"][0]).port
+        return True
+
     async def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        health = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
         delay = 0.01
         while True:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise ServerError(f"nats-server exited with code {self.process.returncode}: {self._log_tail()}")
-            if await asyncio.to_thread(_healthy, health):
+            known = (self.port and self.monitor_port) or self._read_ports()
+            health = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
+            if known and await asyncio.to_thread(_healthy, health):
                 return
             if time.monotonic() > deadline:
                 raise ServerError(f"nats-server not ready after {timeout:.0f}s: {self._log_tail()}")

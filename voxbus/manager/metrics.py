@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from collections import deque
 
+import numpy as np
+
 from voxbus.messages.model import ModelMetrics
 
 WINDOW = 512
 
 
 def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    idx = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[idx]
+    return float(np.percentile(values, q)) if values else 0.0
 
 
 class ModelStats:

@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import json
 import logging
-import multiprocessing as mp
 import os
 import shutil
 import subprocess
@@ -46,17 +45,18 @@ from pathlib import Path
 
 import numpy as np
 
+from benchkit import (
+    BUSY_LIMIT, CpuWatch, StubModels, bench_config, cpu_model, in_process, pct, proc_cpu_s, summary, wait_quiet,
+)
 from voxbus.audio import encode_pcm
 from voxbus.bus import open_bus
 from voxbus.client.model_client import ModelClient
-from voxbus.config import load_config
 from voxbus.config.loader import find_user_config
 from voxbus.config.schema import EmbeddedServerConfig
 from voxbus.ingest import SessionPublisher
 from voxbus.messages import codec
 from voxbus.messages.audio import AudioFormat, AudioFrame
-from voxbus.messages.model import TranscribeReply
-from voxbus.messages.text import ModelRef, Transcript
+from voxbus.messages.text import Transcript
 from voxbus.server import NatsServer
 from voxbus.stt import SttService
 
@@ -85,102 +85,6 @@ SENTENCES = [
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def pct(values, q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else float("nan")
-
-
-def summary(values, unit: str = "ms") -> str:
-    if not len(values):
-        return "no samples"
-    return (f"p50 {pct(values, 50):.3f} {unit}, p95 {pct(values, 95):.3f}, p99 {pct(values, 99):.3f}, "
-            f"max {max(values):.3f}  (n={len(values)})")
-
-
-def bench_config(url: str, cache_dir: Path | None = None, prefix: str = "vox", **overrides):
-    over: dict = {"nats": {"url": url, "prefix": prefix}}
-    if cache_dir is not None:
-        over["manager"] = {"cache_dir": str(cache_dir)}
-    for key, value in overrides.items():
-        over.setdefault(key, {}).update(value)
-    return load_config(env={}, overrides=over)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
-BUSY_LIMIT = 0.3
-
-
-def machine_cpu() -> tuple[int, int]:
-    """(total, idle) jiffies of the whole machine, from /proc/stat."""
-    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(f), f[3] + f[4]
-
-
-def busy_cores(seconds: float = 1.0) -> float:
-    t0, i0 = machine_cpu()
-    time.sleep(seconds)
-    t1, i1 = machine_cpu()
-    return (os.cpu_count() or 1) * (1 - (i1 - i0) / max(t1 - t0, 1))
-
-
-def proc_cpu_s(pid: int | None) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, TypeError):
-        return 0.0
-
-
-async def wait_quiet(limit_s: float) -> float:
-    """On a shared machine: wait (up to limit_s) until other processes leave the CPU idle."""
-    end = time.monotonic() + limit_s
-    while True:
-        busy = await asyncio.to_thread(busy_cores, 1.0)
-        if busy <= BUSY_LIMIT or time.monotonic() >= end:
-            if busy > BUSY_LIMIT:
-                print(f"WARNING: other processes are using {busy:.2f} cores; measuring anyway")
-            return busy
-        print(f"(machine busy: {busy:.2f} cores used by others; waiting)")
-
-
-class CpuWatch:
-    """Cores used by processes other than ours (this one, nats-server, children) over a phase."""
-
-    def __init__(self, server_pid: int | None, extra_cpu=lambda: 0.0) -> None:
-        self.pid, self.extra = server_pid, extra_cpu
-
-    def __enter__(self):
-        self.t, self.m, self.own = time.monotonic(), machine_cpu(), time.process_time() + proc_cpu_s(self.pid)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        wall = time.monotonic() - self.t
-        t1, i1 = machine_cpu()
-        busy = (os.cpu_count() or 1) * (1 - (i1 - self.m[1]) / max(t1 - self.m[0], 1))
-        own = time.process_time() + proc_cpu_s(self.pid) - self.own + self.extra()
-        self.others = max(busy - own / wall, 0.0)
-
-    def note(self) -> str:
-        return (f"other processes used {self.others:.2f} cores meanwhile"
-                + ("  WARNING: machine not idle, numbers inflated" if self.others > BUSY_LIMIT else ""))
-
-
-class StubModels:
-    """Inference stubbed out: answers at once (used by the hop part only)."""
-
-    async def transcribe(self, pcm, format, *, model=None, language=None, session=None, **kw) -> TranscribeReply:
-        return TranscribeReply(model=ModelRef(id="stub", backend="stub"), text="stub", language="en",
-                               duration=len(pcm) / format.frame_bytes / format.rate)
-
-
 class TimedModels:
     """Wraps the real ModelClient: when each transcribe request left and its reply came back."""
 
@@ -195,34 +99,24 @@ class TimedModels:
         return reply
 
 
-class TimedStt(SttService):
-    """The real STT service with timestamps taken at its seams (each override calls super)."""
+class StageLog:
+    """Timestamps at the STT service's seams, from its on_stage hook (no private methods touched)."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self) -> None:
         self.frame_recv: list[tuple[float, dict]] = []  # (time.time() at the delivery callback, headers)
         self.end_recv: dict[str, float] = {}
         self.transcribe_marks: dict[str, list] = defaultdict(list)
         self.publish_marks: dict[str, list] = defaultdict(list)
 
-    async def _on_frame(self, msg) -> None:
-        self.frame_recv.append((time.time(), msg.headers))
-        await super()._on_frame(msg)
-
-    async def _on_end(self, msg) -> None:
-        self.end_recv[msg.subject.split(".")[2]] = time.time()
-        await super()._on_end(msg)
-
-    async def _transcribe(self, s, u):
-        t0 = time.time()
-        reply = await super()._transcribe(s, u)
-        self.transcribe_marks[s.sid].append((t0, time.time(), u.t_end - u.t_start))
-        return reply
-
-    async def _publish(self, s, u, reply) -> None:
-        t0 = time.time()
-        await super()._publish(s, u, reply)
-        self.publish_marks[s.sid].append((t0, time.time()))
+    def __call__(self, stage: str, session: str | None, **t) -> None:
+        if stage == "frame":
+            self.frame_recv.append((t["at"], t["headers"]))
+        elif stage == "end":
+            self.end_recv[session] = t["at"]
+        elif stage == "transcribe":
+            self.transcribe_marks[session].append((t["started"], t["done"], t["seconds"]))
+        elif stage == "store":
+            self.publish_marks[session].append((t["started"], t["done"]))
 
 
 def frame_latencies_ms(recs) -> list[float]:
@@ -278,31 +172,8 @@ async def _publish_sessions(url, prefix, pcm_path, sessions, seconds, tag) -> di
         return {"frames": int(sum(counts)), "wall_s": time.monotonic() - t0, "cpu_s": time.process_time() - c0}
 
 
-def _receive(conn, proc, timeout: float) -> dict:
-    """The publisher's result; an error (never a hang) if it dies or stalls."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if conn.poll(0.2):
-            return conn.recv()
-        if not proc.is_alive() and not conn.poll(0.2):
-            return {"error": f"the publisher process exited with code {proc.exitcode} without a result"}
-    return {"error": f"no result from the publisher process within {timeout:.0f} s"}
-
-
 async def run_publisher(url, prefix, pcm_path, sessions, seconds, tag) -> dict:
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_publisher_proc, args=(url, prefix, pcm_path, sessions, seconds, tag, child), daemon=True)
-    proc.start()
-    try:
-        result = await asyncio.to_thread(_receive, parent, proc, seconds + 120)
-    finally:
-        await asyncio.to_thread(proc.join, 30)
-        if proc.is_alive():
-            proc.kill()
-    if "error" in result:
-        raise RuntimeError(f"publisher process failed: {result['error']}")
-    return result
+    return await in_process(_publisher_proc, (url, prefix, pcm_path, sessions, seconds, tag), seconds + 120)
 
 
 # -- part 1: frame hop -------------------------------------------------------------------------
@@ -356,20 +227,21 @@ async def part_hop(url: str, server_pid: int | None, tmp: Path, speech: bytes, s
         sub = await bbus.js.subscribe(bbus.subjects.all_audio_in(), durable="plain",
                                       stream=bbus.subjects.stream("audio"), cb=cb, manual_ack=True)
         # The STT service: inference stubbed out; VAD, cutting, acks and transcript publishing real.
-        stt = TimedStt(sbus, models=StubModels())
+        marks = StageLog()
+        stt = SttService(sbus, models=StubModels(), on_stage=marks)
         async with stt:
             for rnd in range(rounds):
                 for side in ("baseline", "stt"):
                     for attempt in range(busy_retries + 1):
                         await wait_quiet(quiet_s)
                         recs.clear()
-                        stt.frame_recv.clear()
+                        marks.frame_recv.clear()
                         stt.stats.lag_s.clear()
                         frames0, done0 = stt.stats.frames, stt.stats.sessions_done
                         pub: dict = {}
                         tag = f"{side[0]}{rnd}x{attempt}-"
                         started += sessions if side == "stt" else 0
-                        with CpuWatch(server_pid, lambda: pub.get("cpu_s", 0.0)) as watch:
+                        with CpuWatch([server_pid], lambda: pub.get("cpu_s", 0.0)) as watch:
                             pub.update(await run_publisher(url, "hopbase" if side == "baseline" else "hopstt",
                                                            str(pcm_path), sessions, per, tag))
                         if side == "baseline":
@@ -377,7 +249,7 @@ async def part_hop(url: str, server_pid: int | None, tmp: Path, speech: bytes, s
                             got = frame_latencies_ms(recs)
                         else:
                             await wait_for(lambda: stt.stats.sessions_done - done0 >= sessions, 15)
-                            got = frame_latencies_ms(stt.frame_recv)
+                            got = frame_latencies_ms(marks.frame_recv)
                         print(f"  round {rnd + 1} {side:8s}: hop {summary(got)}; {watch.note()}")
                         if watch.others <= BUSY_LIMIT or attempt == busy_retries:
                             break
@@ -463,7 +335,7 @@ async def part_overhead(url: str, server_pid: int | None, tmp: Path, n_utt: int,
                 speech_out.extend(utts)
                 await wait_quiet(quiet_s)
                 mgr0 = proc_cpu_s(proc.pid) if proc else 0.0
-                with CpuWatch(server_pid, lambda: proc_cpu_s(proc.pid) - mgr0 if proc else 0.0) as watch:
+                with CpuWatch([server_pid], lambda: proc_cpu_s(proc.pid) - mgr0 if proc else 0.0) as watch:
                     rows = await _measure_overhead(bus, client, utts, sentences, pace)
                 print(f"  ({watch.note()})")
                 for r in rows:
@@ -479,7 +351,8 @@ async def part_overhead(url: str, server_pid: int | None, tmp: Path, n_utt: int,
 
 async def _measure_overhead(bus, client, utts, sentences, pace) -> list[dict]:
     timed = TimedModels(client)
-    stt = TimedStt(bus, models=timed)
+    marks = StageLog()
+    stt = SttService(bus, models=timed, on_stage=marks)
     got: dict[str, list] = defaultdict(list)
     done: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
@@ -510,15 +383,15 @@ async def _measure_overhead(bus, client, utts, sentences, pace) -> list[dict]:
                 continue
             t_tr, tr = trans[-1]
             c0, c1, reply, nbytes = calls[-1]
-            p0, p1 = stt.publish_marks[sid][-1]
+            p0, p1 = marks.publish_marks[sid][-1]
             infer = reply.timings.inference_ms
             e2e = (t_tr - last_pub[0]) * 1000
             row = {
                 "sid": sid, "utterances": len(trans), "audio_s": len(pcm) / 2 / RATE, "e2e": e2e,
                 "inference": infer, "overhead": e2e - infer,
                 # breakdown (ms); the stages add up to e2e - inference
-                "frames+end delivered": (stt.end_recv.get(sid, t_end_pub) - last_pub[0]) * 1000,
-                "STT end->request": (c0 - stt.end_recv.get(sid, c0)) * 1000,
+                "frames+end delivered": (marks.end_recv.get(sid, t_end_pub) - last_pub[0]) * 1000,
+                "STT end->request": (c0 - marks.end_recv.get(sid, c0)) * 1000,
                 "request wire+client": (c1 - c0) * 1000 - reply.timings.total_ms,
                 "manager non-inference": reply.timings.total_ms - infer - reply.timings.queue_ms,
                 "manager queue": reply.timings.queue_ms,
@@ -531,7 +404,7 @@ async def _measure_overhead(bus, client, utts, sentences, pace) -> list[dict]:
             print(f"  {sid}: {row['audio_s']:.2f} s audio, e2e {e2e:7.1f} ms, inference {infer:7.1f} ms, "
                   f"overhead {row['overhead']:6.2f} ms, batch {reply.batch_size}, {len(trans)} utt: {tr.text!r}")
             print("      " + ", ".join(f"{k.strip()} {row[k]:.2f}" for k in STAGES))
-            if stt.end_recv.get(sid, 0) > c0:
+            if marks.end_recv.get(sid, 0) > c0:
                 print(f"    note: {sid}: the utterance was cut before the end event arrived")
     return rows
 

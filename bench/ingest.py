@@ -35,7 +35,6 @@ import cProfile
 import io
 import json
 import logging
-import multiprocessing as mp
 import os
 import pstats
 import shutil
@@ -45,6 +44,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchkit import (
+    BUSY_LIMIT, StubModels, busy_cores, cpu_model, in_process, machine_cpu, pct, proc_cpu_s, wait_quiet,
+)
 from voxbus.audio import encode_pcm
 from voxbus.bus import open_bus
 from voxbus.config import load_config
@@ -52,8 +54,6 @@ from voxbus.config.schema import EmbeddedServerConfig
 from voxbus.messages import codec
 from voxbus.messages.audio import AudioFormat, AudioFrame
 from voxbus.messages.control import SessionEnd
-from voxbus.messages.model import TranscribeReply
-from voxbus.messages.text import ModelRef
 from voxbus.server import NatsServer
 from voxbus.stt import SttService
 
@@ -64,7 +64,7 @@ FRAME_BYTES = int(RATE * FRAME_S) * 2
 GOAL_SESSIONS = 200
 LAG_LIMIT_MS = 200.0
 GROWTH_LIMIT_MS = 50.0
-BUSY_LIMIT = 0.3  # cores used by other processes during a step above which the step is repeated
+
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
     "Please call Stella and ask her to bring these things with her from the store.",
@@ -72,56 +72,6 @@ SENTENCES = [
     "Turn left at the next corner and then keep going straight.",
 ]
 GAPS_S = [0.7, 1.1, 0.6, 1.4]  # pauses after each sentence: longer than min_silence, so utterances end
-
-
-def pct(values, q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else float("nan")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
-def busy_cores(seconds: float = 1.0) -> float:
-    """CPU cores busy machine-wide over `seconds` (from /proc/stat)."""
-    def snap():
-        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(f), f[3] + f[4]
-
-    (t0, i0), _ = snap(), time.sleep(seconds)
-    t1, i1 = snap()
-    return (os.cpu_count() or 1) * (1 - (i1 - i0) / max(t1 - t0, 1))
-
-
-async def wait_quiet(limit_s: float) -> float:
-    """On a shared machine: wait (up to limit_s) until other processes leave the CPU idle."""
-    end = time.monotonic() + limit_s
-    while True:
-        busy = await asyncio.to_thread(busy_cores, 1.0)
-        if busy <= BUSY_LIMIT or time.monotonic() >= end:
-            return busy
-        print(f"        (machine busy: {busy:.2f} cores used by others; waiting)")
-
-
-def machine_cpu() -> tuple[int, int]:
-    """(total, idle) jiffies of the whole machine, from /proc/stat."""
-    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(f), f[3] + f[4]
-
-
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of a process (all threads), seconds."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError):
-        return float("nan")
 
 
 def make_speech(tmp: Path) -> bytes:
@@ -145,38 +95,19 @@ def make_speech(tmp: Path) -> bytes:
     return encode_pcm(audio, AudioFormat(rate=RATE))
 
 
-class StubModels:
-    """INFERENCE STUBBED OUT: every transcribe request is answered at once."""
+class DetectLog:
+    """VAD passes, from the STT service's on_stage hook: how many, covering how many sessions, how long."""
 
     def __init__(self) -> None:
-        self.requests = 0
-
-    async def transcribe(self, pcm, format, *, model=None, language=None, session=None, **kw) -> TranscribeReply:
-        self.requests += 1
-        return TranscribeReply(model=ModelRef(id="stub", backend="stub"), text="stub", language="en",
-                               duration=len(pcm) / format.frame_bytes / format.rate)
-
-
-class MeasuredStt(SttService):
-    """The real service; `_detect` (VAD of one batch of sessions, cutting, acks) is timed, calling super."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
         self.batches = 0
         self.batch_sessions = 0
         self.detect_s = 0.0
 
-    async def _detect(self, sessions) -> None:
-        t = time.perf_counter()
-        try:
-            await super()._detect(sessions)
-        finally:
+    def __call__(self, stage: str, session, **t) -> None:
+        if stage == "detect":
             self.batches += 1
-            self.batch_sessions += len(sessions)
-            self.detect_s += time.perf_counter() - t
-
-
-SERVICE_CLASS = MeasuredStt  # scratch experiments may swap in a variant
+            self.batch_sessions += t["sessions"]
+            self.detect_s += t["seconds"]
 
 
 class LagLog:
@@ -241,31 +172,8 @@ async def _publish(url, prefix, pcm_path, sessions, seconds, tag) -> dict:
             "late_p99_ms": pct(late, 99) * 1000, "late_max_ms": max(late) * 1000}
 
 
-def _receive(conn, proc, timeout: float) -> dict:
-    """The publisher's result; an error (never a hang) if it dies or stalls."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if conn.poll(0.2):
-            return conn.recv()
-        if not proc.is_alive() and not conn.poll(0.2):
-            return {"error": f"the publisher process exited with code {proc.exitcode} without a result"}
-    return {"error": f"no result from the publisher process within {timeout:.0f} s"}
-
-
 async def run_publisher(url, prefix, pcm_path, sessions, seconds, tag) -> dict:
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_publisher_proc, args=(url, prefix, pcm_path, sessions, seconds, tag, child), daemon=True)
-    proc.start()
-    try:
-        result = await asyncio.to_thread(_receive, parent, proc, seconds + 120)
-    finally:
-        await asyncio.to_thread(proc.join, 30)
-        if proc.is_alive():
-            proc.kill()
-    if "error" in result:
-        raise RuntimeError(f"publisher process failed: {result['error']}")
-    return result
+    return await in_process(_publisher_proc, (url, prefix, pcm_path, sessions, seconds, tag), seconds + 120)
 
 
 # -- one step -------------------------------------------------------------------------------------
@@ -273,7 +181,8 @@ async def step(stt: SttService, server: NatsServer, url: str, pcm_path: Path, n:
                warmup: float, prefix: str, profile: bool = False, tag: str = "") -> dict:
     log = stt.stats.lag_s = LagLog()
     frames0, done0, utt0 = stt.stats.frames, stt.stats.sessions_done, stt.stats.utterances
-    batches0, bsess0, detect0 = getattr(stt, "batches", 0), getattr(stt, "batch_sessions", 0), getattr(stt, "detect_s", 0.0)
+    passes = stt.on_stage
+    batches0, bsess0, detect0 = passes.batches, passes.batch_sessions, passes.detect_s
     cpu_stt0, cpu_srv0, loop0, mach0 = time.process_time(), proc_cpu_s(server.pid), time.thread_time(), machine_cpu()
     prof = cProfile.Profile() if profile else None  # the event-loop thread only
     vad_time = [0.0, 0]
@@ -328,8 +237,8 @@ async def step(stt: SttService, server: NatsServer, url: str, pcm_path: Path, n:
         "loop_us_per_frame": cpu_loop / max(processed, 1) * 1e6,
         "threads_us_per_frame": (cpu_stt - cpu_loop) / max(processed, 1) * 1e6,
         "vad_batches_per_s": (getattr(stt, "batches", 0) - batches0) / wall,
-        "sessions_per_batch": (getattr(stt, "batch_sessions", 0) - bsess0) / max(getattr(stt, "batches", 0) - batches0, 1),
-        "detect_share": (getattr(stt, "detect_s", 0.0) - detect0) / wall,
+        "sessions_per_batch": (passes.batch_sessions - bsess0) / max(passes.batches - batches0, 1),
+        "detect_share": (passes.detect_s - detect0) / wall,
         "cores_others": max(machine_busy - (cpu_stt + cpu_srv + pub["cpu_s"]) / wall, 0.0),
     }
     # Growth: the least-squares trend of lag over the steady window, times its length. A service that
@@ -396,7 +305,7 @@ async def main(args) -> dict:
               f"min_silence={float(cfg.stt.min_silence):g}s; {args.seconds:g} s per step, first {args.warmup:g} s "
               f"excluded (all sessions join at once)")
         async with open_bus(cfg, "bench-ingest-stt") as bus:
-            stt = SERVICE_CLASS(bus, models=StubModels())
+            stt = SttService(bus, models=StubModels(), on_stage=DetectLog())
             async with stt:
                 steps = [args.profile] if args.profile else args.steps
                 for n in steps:

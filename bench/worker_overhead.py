@@ -19,13 +19,13 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from benchkit import pct, temp_dir
 from voxbus.audio import resample
 from voxbus.config import load_config
 from voxbus.manager import sources
@@ -56,16 +56,15 @@ def in_process(load: wp.Load):
     return backend
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=100)
     args = ap.parse_args()
-    cache = Path(tempfile.mkdtemp(prefix="voxbus-bench-hop-"))
+    with temp_dir("voxbus-bench-hop-") as cache:
+        return await measure(args, cache)
+
+
+async def measure(args, cache: Path) -> int:
     loop = asyncio.get_running_loop()
     thread = ThreadPoolExecutor(max_workers=1)
     cases = {}

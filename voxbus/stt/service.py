@@ -26,7 +26,7 @@ from voxbus.consumers import bind_resuming
 from voxbus.stt.cutter import CutterSettings
 from voxbus.stt.intake import FrameIntake, SttStats
 from voxbus.stt.session import SessionState
-from voxbus.stt.transcripts import MODEL_FORMAT, TranscriptWriter, ack
+from voxbus.stt.transcripts import MODEL_FORMAT, StageHook, TranscriptWriter, ack
 from voxbus.stt.vad import SileroVad
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,13 @@ __all__ = ["MODEL_FORMAT", "SttService", "SttStats"]
 class SttService(BusService):
     """``async with SttService(bus) as stt: ...``"""
 
-    def __init__(self, bus: Bus, models: ModelClient | None = None) -> None:
+    def __init__(self, bus: Bus, models: ModelClient | None = None, on_stage: StageHook | None = None) -> None:
+        """`on_stage(stage, session, **times)`, if given, is told when each step of the path happens
+        (for benchmarks: "frame" and "end" at delivery, "detect" per VAD pass, "transcribe" and
+        "store" per utterance), so nothing needs to reach into the service's internals."""
         super().__init__()
         self.bus = bus
+        self.on_stage = on_stage
         self.js = bus.js
         self.subjects = bus.subjects
         st = self.cfg = bus.config.stt
@@ -67,7 +71,8 @@ class SttService(BusService):
     async def start(self) -> None:
         self.vad = await asyncio.to_thread(SileroVad)
         self.intake = FrameIntake(self.bus, self.vad, self.settings, self.stats)
-        self.writer = TranscriptWriter(self.bus, self.models, self.cfg, self.intake, self.stats, lambda: self._stopping)
+        self.writer = TranscriptWriter(self.bus, self.models, self.cfg, self.intake, self.stats, lambda: self._stopping,
+                                       self.on_stage)
         self._tasks = [asyncio.create_task(self._run(), name="stt-intake"),
                        asyncio.create_task(self._detector(), name="stt-detect"),
                        asyncio.create_task(self._housekeeping(), name="stt-housekeeping")]
@@ -91,10 +96,14 @@ class SttService(BusService):
 
     # -- delivery ---------------------------------------------------------------------------------
     async def _on_frame(self, msg: Msg) -> None:
+        if self.on_stage is not None:
+            self.on_stage("frame", None, at=time.time(), headers=msg.headers)
         self._frames.append(msg)
         self._wake.set()
 
     async def _on_end(self, msg: Msg) -> None:
+        if self.on_stage is not None:
+            self.on_stage("end", self.subjects.session_from(msg.subject), at=time.time())
         self._ends.append(msg)
         self._wake.set()
 
@@ -125,10 +134,13 @@ class SttService(BusService):
             dirty, self._dirty = self._dirty, set()
             sessions = [self.sessions[sid] for sid in dirty if sid in self.sessions]
             if sessions:
+                started = time.perf_counter()
                 try:
                     await self._detect(sessions)
                 except Exception:
                     log.exception("speech detection failed")
+                if self.on_stage is not None:
+                    self.on_stage("detect", None, seconds=time.perf_counter() - started, sessions=len(sessions))
 
     # -- speech detection and utterances ----------------------------------------------------------
     async def _detect(self, sessions: list[SessionState]) -> None:

@@ -32,12 +32,14 @@ from voxbus.stt.vad import RATE
 log = logging.getLogger(__name__)
 
 MODEL_FORMAT = AudioFormat(rate=RATE, channels=1, sample="f32le")
+StageHook = Callable[..., None]
+"""on_stage(stage, session, **times): told when a step of the STT path happens (SttService)."""
 FOREVER = dict(attempts=None, timeout=None, wait_initial=0.2, wait_max=5.0)
 
 
 class TranscriptWriter:
     def __init__(self, bus: Bus, models: ModelClient, cfg: SttConfig, intake: FrameIntake, stats: SttStats,
-                 stopping: Callable[[], bool]) -> None:
+                 stopping: Callable[[], bool], on_stage: StageHook | None = None) -> None:
         self.bus = bus
         self.js = bus.js
         self.subjects = bus.subjects
@@ -46,6 +48,7 @@ class TranscriptWriter:
         self.intake = intake
         self.stats = stats
         self.stopping = stopping
+        self.on_stage = on_stage
 
     def start(self, s: SessionState) -> None:
         """Make sure the session's utterances are being worked through."""
@@ -57,9 +60,15 @@ class TranscriptWriter:
             while s.pending:
                 u = s.pending[0]
                 try:
+                    started = time.time()
                     reply = await self._transcribe(s, u)
+                    if self.on_stage is not None:
+                        self.on_stage("transcribe", s.sid, started=started, done=time.time(), seconds=u.t_end - u.t_start)
                     if reply is not None:
+                        started = time.time()
                         await self._store(s, u, reply)
+                        if self.on_stage is not None:
+                            self.on_stage("store", s.sid, started=started, done=time.time())
                 except (asyncio.CancelledError, KeyboardInterrupt):
                     raise
                 except Exception:  # never lose the utterance over a bug or a bus hiccup: retry it

@@ -31,6 +31,7 @@ CPU_BATCH_AUDIO_S = 80
 TOKENS_PER_S = 8
 TOKENS_SLACK = 10
 SINGLE_MAX_TOKENS = 220  # Whisper's max_length is 448 tokens for prompt and output together
+TIME_STEP = 0.02  # seconds per timestamp token
 
 
 def batch_window(seconds: float, pad_seconds: float) -> int:
@@ -44,6 +45,36 @@ def _continues(ids: list[int], timestamp_begin: int) -> bool:
     the window; in one batched window they would be lost, so such a row is redone through the
     sequential path, which moves its window on and decodes them."""
     return len(ids) >= 2 and ids[-1] >= timestamp_begin and ids[-2] >= timestamp_begin
+
+
+def row_segments(ids: list[int], tokenizer: Tokenizer, duration: float) -> list[Segment]:
+    """One row's timestamped segments (<|t0|> words <|t1|> ...). Text the decoder placed after the
+    audio's end (in the silence the row was padded with), or a verbatim repeat of the segment before
+    it, is a short window's hallucination: it is dropped."""
+    begin = tokenizer.timestamp_begin
+    out: list[Segment] = []
+    start, words = None, []
+
+    def close(end: float) -> None:
+        text = tokenizer.decode(words).strip()
+        seg_start = start if start is not None else (out[-1].end if out else 0.0)
+        repeat = out and len(text.split()) > 3 and text.lower() == out[-1].text.lower()
+        if text and seg_start < duration - 0.05 and not repeat:
+            out.append(Segment(start=round(seg_start, 2), end=round(min(max(end, seg_start), duration), 2), text=text))
+
+    for t in ids:
+        if t < begin:
+            words.append(t)
+            continue
+        at = (t - begin) * TIME_STEP
+        if words:
+            close(at)
+            start, words = None, []
+        else:
+            start = at
+    if words:
+        close(duration)
+    return out
 
 
 def token_cap(seconds: float) -> int:
@@ -96,7 +127,7 @@ class WhisperBackend(SttBackend):
     def transcribe_batch(self, audios: list[np.ndarray], language: str | None,
                          options: dict[str, Any]) -> list[TranscribeResult]:
         """Several utterances (each at most 30 s) through one encoder and one decoder call per
-        window size; greedy (or beam) search, one segment per utterance.
+        window size; greedy (or beam) search, timestamped segments per utterance.
 
         WhisperModel.transcribe pads every input to 30 s of mel frames (most of the cost for a
         short utterance); the CTranslate2 encoder accepts fewer frames, so rows are padded only to
@@ -116,19 +147,19 @@ class WhisperBackend(SttBackend):
             for at in range(0, len(rows), step):
                 chunk = rows[at:at + step]
                 decoded = self._decode([audios[i] for i in chunk], window, language, int(options.get("beam_size", 1)))
-                for i, (text, lang, runaway) in zip(chunk, decoded):
+                for i, (segs, lang, runaway) in zip(chunk, decoded):
                     if runaway:
                         log.info("batched row of %.1f s hit its token cap or went on past its window; redoing it "
                                  "one by one", seconds[i])
                         results[i] = self.transcribe(audios[i], language, options)
                     else:
-                        segs = [Segment(start=0.0, end=seconds[i], text=text)] if text else []
                         results[i] = TranscribeResult(segments=segs, language=lang, duration=seconds[i])
         return results  # type: ignore[return-value]
 
     def _decode(self, audios: list[np.ndarray], window: int, language: str | None,
-                beam_size: int) -> list[tuple[str, str, bool]]:
-        """(text, language, hit the token cap) per row, all padded to `window` seconds.
+                beam_size: int) -> list[tuple[list[Segment], str, bool]]:
+        """(segments, language, redo it: the cap was hit or the decoder went on past the window)
+        per row, all padded to `window` seconds.
 
         Short windows tempt the decoder to repeat itself. Two things kept it from that (192
         utterances, docs/BENCHMARKS.md): padding the waveform with silence before the log-mel, as
@@ -158,10 +189,9 @@ class WhisperBackend(SttBackend):
         limit = min(max_length // 2, max_length - len(prompt))
         results = model.model.generate(encoded, prompts, beam_size=beam_size, max_length=max_length,
                                        suppress_blank=True, suppress_tokens=suppress)
-        # decode() drops the timestamp tokens: one segment of text per row.
-        return [(tokenizer.decode(r.sequences_ids[0]).strip(), code,
+        return [(row_segments(r.sequences_ids[0], tokenizer, len(a) / self.sample_rate), code,
                  len(r.sequences_ids[0]) >= min(cap, limit) or _continues(r.sequences_ids[0], tokenizer.timestamp_begin))
-                for r, code, cap in zip(results, langs, caps)]
+                for r, code, cap, a in zip(results, langs, caps, audios)]
 
     def _tokenizer(self, language: str) -> tuple[Tokenizer, list[int]]:
         if language not in self._tokenizers:

@@ -1,11 +1,12 @@
 """Conversation KV cache: time to first token per turn, with the cache versus without it.
 
 4 conversations interleaved round-robin for 8 turns each (histories growing to about 1,500
-tokens), greedy decoding, the bundled Gemma 3 270M, through a real ModelManager on a private
-nats-server. The same scenario runs twice in this process: once with the conversation cache
-(`cache.max_conversations: 32`) and once with it disabled (`0`: every turn re-evaluates its
-whole history, since the context last held another conversation, whose system prompt differs). Prints TTFT per turn, whether
-the greedy outputs are identical, and the headline as JSON on the last line.
+tokens), greedy decoding, the bundled Gemma 3 270M, through two real ModelManagers on a private
+nats-server: one with the conversation cache (`cache.max_conversations: 32`) and one with it
+disabled (`0`: every turn re-evaluates its whole history, since the context last held another
+conversation, whose system prompt differs). The two sides alternate turn by turn (which goes
+first alternates too), so a busy moment hits both. Prints TTFT per turn, whether the greedy
+outputs are identical, and the headline as JSON on the last line.
 
     .venv/bin/python bench/kv_cache.py [--conversations 4] [--turns 8]
 """
@@ -17,10 +18,10 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from benchkit import temp_dir
 from voxbus.bus import open_bus
 from voxbus.client import ModelClient
 from voxbus.config import EmbeddedServerConfig, load_config
@@ -42,37 +43,53 @@ def question(conv: int, turn: int) -> str:
             f"is it a good idea if it rains in the afternoon?")
 
 
-async def scenario(url: str, cache_dir: Path, enabled: bool, conversations: int, turns: int):
-    config = load_config(env={}, overrides={
-        "nats": {"url": url}, "manager": {"cache_dir": str(cache_dir)},
-        "cache": {"max_conversations": 32 if enabled else 0}})
-    ttft: dict[int, list[float]] = {t: [] for t in range(turns)}
-    outputs: dict[tuple[int, int], str] = {}
-    cached_tokens: dict[int, list[int]] = {t: [] for t in range(turns)}
-    prompt_tokens: dict[int, list[int]] = {t: [] for t in range(turns)}
-    async with open_bus(config, name="bench-kv") as bus, ModelManager(bus, manager_id="bench") as manager:
-        client = ModelClient.from_bus(bus)
-        await client.load("gemma3-270m")
-        await client.complete("Warm up.", max_tokens=2, temperature=0.0)
+class Side:
+    """One manager's run of the scenario: its TTFT, outputs and token counts per turn."""
+
+    def __init__(self, client: ModelClient, turns: int, conversations: int) -> None:
+        self.client = client
+        self.ttft: dict[int, list[float]] = {t: [] for t in range(turns)}
+        self.outputs: dict[tuple[int, int], str] = {}
+        self.cached: dict[int, list[int]] = {t: [] for t in range(turns)}
+        self.prompt: dict[int, list[int]] = {t: [] for t in range(turns)}
         # Each conversation's system prompt differs from its first words: no shared prefix, so
         # without the cache a turn really recomputes its whole history.
-        history = {c: [{"role": "system", "content": SYSTEM.format(conv=c)}] for c in range(conversations)}
+        self.history = {c: [{"role": "system", "content": SYSTEM.format(conv=c)}] for c in range(conversations)}
+
+    async def turn(self, conv: int, turn: int) -> None:
+        history = self.history[conv]
+        history.append({"role": "user", "content": question(conv, turn)})
+        start, first = time.perf_counter(), None
+        async for event in self.client.generate(messages=history, conversation=f"conv-{conv}",
+                                                max_tokens=40, temperature=0.0, seed=1):
+            if first is None:
+                first = time.perf_counter()
+            done = event
+        self.ttft[turn].append(((first or time.perf_counter()) - start) * 1000)
+        self.outputs[conv, turn] = done.text
+        self.cached[turn].append(done.usage.cached_tokens)
+        self.prompt[turn].append(done.usage.prompt_tokens)
+        history.append({"role": "assistant", "content": done.text})
+
+
+async def scenario(url: str, cache_dir: Path, conversations: int, turns: int) -> tuple[Side, Side]:
+    def config(prefix: str, enabled: bool):
+        return load_config(env={}, overrides={"nats": {"url": url, "prefix": prefix}, "manager": {"cache_dir": str(cache_dir)},
+                                              "cache": {"max_conversations": 32 if enabled else 0}})
+
+    async with open_bus(config("kvon", True), name="bench-kv-on") as on_bus, \
+            open_bus(config("kvoff", False), name="bench-kv-off") as off_bus, \
+            ModelManager(on_bus, manager_id="bench-on"), ModelManager(off_bus, manager_id="bench-off"):
+        sides = {True: Side(ModelClient.from_bus(on_bus), turns, conversations),
+                 False: Side(ModelClient.from_bus(off_bus), turns, conversations)}
+        for side in sides.values():
+            await side.client.load("gemma3-270m")
+            await side.client.complete("Warm up.", max_tokens=2, temperature=0.0)
         for turn in range(turns):
             for conv in range(conversations):
-                history[conv].append({"role": "user", "content": question(conv, turn)})
-                start = time.perf_counter()
-                first = None
-                async for event in client.generate(messages=history[conv], conversation=f"conv-{conv}",
-                                                   max_tokens=40, temperature=0.0, seed=1):
-                    if first is None:
-                        first = time.perf_counter()
-                    done = event
-                ttft[turn].append(((first or time.perf_counter()) - start) * 1000)
-                outputs[conv, turn] = done.text
-                cached_tokens[turn].append(done.usage.cached_tokens)
-                prompt_tokens[turn].append(done.usage.prompt_tokens)
-                history[conv].append({"role": "assistant", "content": done.text})
-    return ttft, outputs, cached_tokens, prompt_tokens
+                for enabled in ((True, False) if (turn + conv) % 2 == 0 else (False, True)):
+                    await sides[enabled].turn(conv, turn)
+    return sides[True], sides[False]
 
 
 async def main() -> int:
@@ -80,12 +97,11 @@ async def main() -> int:
     ap.add_argument("--conversations", type=int, default=4)
     ap.add_argument("--turns", type=int, default=8)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="voxbus-bench-kv-"))
-    async with NatsServer(EmbeddedServerConfig(port=0, monitor_port=0), store_dir=tmp / "js") as server:
-        runs = {}
-        for enabled in (True, False):
-            runs[enabled] = await scenario(server.url, tmp / "cache", enabled, args.conversations, args.turns)
-    (c_ttft, c_out, c_cached, c_prompt), (u_ttft, u_out, _, u_prompt) = runs[True], runs[False]
+    with temp_dir("voxbus-bench-kv-") as tmp:
+        async with NatsServer(EmbeddedServerConfig(port=0, monitor_port=0), store_dir=tmp / "js") as server:
+            on, off = await scenario(server.url, tmp / "cache", args.conversations, args.turns)
+    c_ttft, c_out, c_cached, c_prompt = on.ttft, on.outputs, on.cached, on.prompt
+    u_ttft, u_out = off.ttft, off.outputs
     print(f"{'turn':>4} {'prompt tok':>10} {'cached tok':>10} {'TTFT cached ms':>15} {'TTFT no cache ms':>17} {'speed-up':>8}")
     for t in range(args.turns):
         c, u = statistics.median(c_ttft[t]), statistics.median(u_ttft[t])

@@ -23,6 +23,8 @@ def hermetic_config(tmp_path_factory, monkeypatch):
     for name in list(os.environ):
         if name.startswith("VOXBUS"):
             monkeypatch.delenv(name)
+    # Commands run without --nats start a private server, never one that happens to listen on 4222.
+    monkeypatch.setenv("VOXBUS__NATS__EMBEDDED__PORT", "0")
     monkeypatch.chdir(home)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -44,6 +45,25 @@ async def running_manager(config: Config, manager_id: str = "test-manager", *,
         pytest.fail("model worker crashed during the test: " + "; ".join(
             f"{model}: pid {e.pid} {e.reason}; stderr: {' | '.join(e.stderr[-8:]) or '(none)'}" for model, e in crashes),
             pytrace=False)
+
+
+async def until(predicate, timeout: float = 30.0, what: str = "the condition", poll: float = 0.02) -> None:
+    """Wait for a condition (not a fixed sleep): fails the test, saying what, after `timeout`."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}", pytrace=False)
+        await asyncio.sleep(poll)
+
+
+async def delivered(bus: Bus, manager: ModelManager | None = None) -> None:
+    """Every event the manager has published so far has reached this connection's subscriptions
+    (its background publishing is done, and a server round trip delivered what was in flight)."""
+    if manager is not None:
+        await manager.pool.loader.settle()
+    await bus.nc.flush()
+    for _ in range(3):  # let the subscription callbacks run
+        await asyncio.sleep(0)
 
 
 # Word error rate through jiwer: case and punctuation do not count ("Farm-house." = "farm house").

@@ -61,7 +61,6 @@ async def test_models_without_a_server_is_a_clear_error(tmp_path):
 
 
 async def test_coqui_voice_through_the_manager(nats_server, tmp_path):
-    pytest.importorskip("TTS", reason="the coqui extra is not installed")
     from tests.coqui_model import build_random_vits
 
     model_path, config_path = build_random_vits(tmp_path / "vits")

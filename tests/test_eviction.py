@@ -7,7 +7,7 @@ import pytest
 from voxbus.client import ModelClient
 from voxbus.errors import ModelRefused
 from voxbus.messages import AudioFormat, ModelEvent, decode
-from tests.helpers import make_config, running_manager
+from tests.helpers import delivered, make_config, running_manager
 
 pytestmark = pytest.mark.models
 
@@ -52,7 +52,7 @@ async def test_budget_for_two_of_three_evicts_lru_keeps_pinned_refuses_too_big(n
         await _use(client, "stt")
         await _use(client, "tts")
         await _use(client, "llm")
-        await asyncio.sleep(0.2)
+        await delivered(bus, manager)
         assert [(e.event, e.model) for e in events if e.event == "evicted"] == [("evicted", "whisper-tiny-en")]
         evicted = next(e for e in events if e.event == "evicted")
         assert evicted.reason == "make room for gemma3-270m" and evicted.ram_bytes == stt.ram
@@ -69,7 +69,7 @@ async def test_budget_for_two_of_three_evicts_lru_keeps_pinned_refuses_too_big(n
         await _use(client, "tts")
         events = await _events(bus)
         await _use(client, "llm")
-        await asyncio.sleep(0.2)
+        await delivered(bus, manager)
         assert [(e.event, e.model) for e in events if e.event == "evicted"] == [("evicted", "piper-joe")]
         assert stt.state == "loaded" and llm.state == "loaded"
 
@@ -80,7 +80,7 @@ async def test_budget_for_two_of_three_evicts_lru_keeps_pinned_refuses_too_big(n
         events = await _events(bus)
         with pytest.raises(ModelRefused, match="more than the whole RAM budget"):
             await _use(client, "llm")
-        await asyncio.sleep(0.2)
+        await delivered(bus, manager)
         assert any(e.event == "refused" and e.model == "gemma3-270m" for e in events)
         assert (await _use(client, "stt")).model.id == "whisper-tiny-en"
 

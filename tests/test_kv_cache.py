@@ -1,11 +1,10 @@
 """The conversation KV cache with the real Gemma model: same greedy tokens as recomputing, across
 interleaved conversations, evictions, spills to disk and a warm restart."""
 
-import asyncio
 
 import pytest
 
-from tests.helpers import make_config, running_manager
+from tests.helpers import delivered, make_config, running_manager
 from voxbus.client import ModelClient
 from voxbus.messages import CacheEvent, codec
 
@@ -48,7 +47,7 @@ async def test_cached_turns_match_recomputed_ones_and_evaluate_only_new_tokens(n
         async with running_manager(config, f"kv-{name}") as (bus, manager):
             events, sub = await cache_events(bus)
             results[name], _ = await interleave(ModelClient.from_bus(bus))
-            await asyncio.sleep(0.2)
+            await delivered(bus, manager)
             await sub.unsubscribe()
             results[name + "-events"] = events
     texts = {k: {key: v[0] for key, v in results[k].items()} for k in ("off", "on", "tiny")}
@@ -70,14 +69,14 @@ async def test_spilled_states_survive_a_warm_restart(nats_server, tmp_path):
     async with running_manager(config, "kv-first") as (bus, manager):
         events, sub = await cache_events(bus)
         first, history = await interleave(ModelClient.from_bus(bus), turns=2)
-        await asyncio.sleep(0.2)
+        await delivered(bus, manager)
         await sub.unsubscribe()
     assert any(e.event == "spilled" for e in events) and any(e.event == "restored" for e in events)
     assert list(spill.rglob("*.kv"))  # the unload kept the resident state on disk too
     async with running_manager(config, "kv-second") as (bus, manager):
         events, sub = await cache_events(bus)
         resumed, _ = await interleave(ModelClient.from_bus(bus), turns=1, start_turn=2, history=history)
-        await asyncio.sleep(0.2)
+        await delivered(bus, manager)
         await sub.unsubscribe()
     assert [e.event for e in events if e.event == "restored"]
     for conv in (0, 1):

@@ -14,7 +14,7 @@ from voxbus.errors import (
 from voxbus.messages import AudioFormat, GenerateChunk, GenerateDone, ModelEvent, ResourceSnapshot, decode
 from voxbus.server import NatsServer
 from voxbus.subjects import Subjects
-from tests.helpers import embedded_config, make_config, running_manager, wer
+from tests.helpers import delivered, embedded_config, make_config, running_manager, wer
 
 pytestmark = [pytest.mark.models, pytest.mark.asyncio(loop_scope="module")]
 
@@ -84,7 +84,7 @@ async def test_list_models_reports_state_memory_and_metrics(stack):
     piper = by_id["piper-joe"]
     assert piper.state == "loaded" and piper.ram_bytes > 0 and piper.default_for and piper.fingerprint
     assert piper.quantization == "as shipped" and piper.metrics.load_ms > 0
-    assert by_id["whisper-tiny-en"].quantization == "int8"
+    assert by_id["whisper-tiny-en"].quantization == ("float16" if manager.resources.has_gpu else "int8")
     only_llm = await client.list_models(kind="llm")
     assert [m.id for m in only_llm.models] == ["gemma3-270m"]
 
@@ -139,8 +139,7 @@ async def test_concurrent_first_requests_cause_one_load(stack):
     await bus.nc.flush()
     pcm, meta = await client.synthesize("One load only.")
     replies = await asyncio.gather(*(client.transcribe(pcm, meta.format) for _ in range(4)))
-    await bus.nc.flush()
-    await asyncio.sleep(0.2)
+    await delivered(bus, manager)
     await sub.unsubscribe()
     loads = [e for e in events if e.model == "whisper-tiny-en" and e.event == "loading"]
     assert len(loads) == 1, events
@@ -161,10 +160,11 @@ async def test_micro_service_is_discoverable(stack):
 
 async def test_resource_snapshots_are_broadcast_and_stored(stack):
     bus, manager, client = stack
+    await client.load("piper-joe")  # this test's own precondition, whatever ran before it
     snap = await asyncio.to_thread(manager.snapshot)
     await manager.events.snapshot(snap)
     msg = await bus.js.get_last_msg(bus.subjects.stream("admin"), bus.subjects.admin("resources"))
     stored = decode(msg.data, ResourceSnapshot)
     assert stored.rss_bytes > 0 and stored.ram_budget_bytes > 0 and stored.manager == manager.id
-    assert stored.gpus == []  # no GPU on this machine: NVML reports none and all runs on CPU
+    assert len(stored.gpus) == len(manager.resources.gpus())  # none without a GPU: all runs on the CPU
     assert {m.id for m in stored.models} >= {"piper-joe"}

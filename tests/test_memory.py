@@ -45,7 +45,7 @@ PROBE = textwrap.dedent("""
     from voxbus.pipeline import local_pipeline
 
     async def main():
-        async with local_pipeline(load_config(env={{}}), "probe", stt=False) as pipe:
+        async with local_pipeline(load_config(), "probe", stt=False) as pipe:  # a private server
             models = ModelClient.from_bus(pipe.bus)
             pcm, meta = await models.synthesize("Nothing in this process knows any model library.")
             await models.transcribe(pcm, meta.format)

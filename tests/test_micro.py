@@ -7,7 +7,7 @@ import time
 import msgspec
 import pytest
 
-from tests.helpers import make_config, running_manager
+from tests.helpers import make_config, running_manager, until
 from voxbus.client import ModelClient
 from voxbus.errors import BadRequest, UnknownModel
 from voxbus.subjects import Subjects
@@ -50,7 +50,7 @@ async def test_stats_reflect_end_to_end_handling(nats_server, tmp_path):
 
         # A request in progress is already counted; its time joins when it ends.
         running = asyncio.create_task(models.complete("A long one:", max_tokens=64, temperature=0.0))
-        await asyncio.sleep(0.3)
+        await until(lambda: manager.pool.slots["gemma3-270m"].workers[0].state == "busy", what="the request to run")
         mid = (await endpoint_stats(bus))["llm-generate"]
         assert mid["num_requests"] == 6 and mid["data"]["in_flight"] == 1
         assert mid["processing_time"] == stats["processing_time"]

@@ -28,26 +28,22 @@ LONG_TEXT = " ".join(f"This is sentence number {w} of a long announcement that k
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tts")
-    models = {}
-    try:
-        from tests.coqui_model import build_random_vits
+    from tests.coqui_model import build_random_vits  # the coqui extra: the test script installs it
 
-        model_path, config_path = build_random_vits(tmp / "vits")
-        models = {"coqui-test": {"kind": "tts", "backend": "coqui",
-                                 "source": {"path": str(model_path), "config": str(config_path)}}}
-    except ImportError:  # the coqui extra is not installed: the Coqui test says so and skips
-        pass
+    model_path, config_path = build_random_vits(tmp / "vits")
+    models = {"coqui-test": {"kind": "tts", "backend": "coqui",
+                             "source": {"path": str(model_path), "config": str(config_path)}}}
     async with NatsServer(embedded_config(), store_dir=tmp / "js") as server:
         config = make_config(server.url, tmp / "cache", models=models,
                              assistant={"temperature": 0.0, "max_tokens": 24})
         async with running_manager(config) as (bus, manager):
             async with TtsService(bus), Assistant(bus) as assistant:
-                yield server, bus, ModelClient.from_bus(bus), assistant, tmp, bool(models)
+                yield server, bus, ModelClient.from_bus(bus), assistant, tmp
 
 
 
 async def test_say_writes_a_wav_whose_transcription_matches(stack):
-    server, bus, client, _, tmp, _ = stack
+    server, bus, client, _, tmp = stack
     text = "Please remember to water the plants in the garden before you leave."
     out = tmp / "say.wav"
     rc, stdout, err = await run_voxbus("say", text, "-o", str(out), "--nats", server.url)
@@ -64,9 +60,7 @@ async def test_say_writes_a_wav_whose_transcription_matches(stack):
 
 
 async def test_a_coqui_voice_works_through_the_same_path(stack):
-    server, bus, client, _, tmp, has_coqui = stack
-    if not has_coqui:
-        pytest.skip("the coqui extra is not installed")
+    server, bus, client, _, tmp = stack
     out = tmp / "coqui.wav"
     rc, stdout, err = await run_voxbus("say", "Hello from a Coqui voice.", "--voice", "coqui-test", "-o", str(out),
                                    "--nats", server.url)
@@ -85,7 +79,7 @@ async def collect_chunks(bus, sid):
 
 
 async def test_interrupt_stops_speech_of_that_session_only(stack):
-    _, bus, client, _, _, _ = stack
+    _, bus, client, _, _ = stack
     got_a, sub_a = await collect_chunks(bus, "tts-a")
     got_b, sub_b = await collect_chunks(bus, "tts-b")
     for sid in ("tts-a", "tts-b"):
@@ -108,7 +102,7 @@ async def test_interrupt_stops_speech_of_that_session_only(stack):
 
 
 async def test_generation_stops_on_interrupt_and_when_the_caller_leaves(stack):
-    _, bus, client, _, _, _ = stack
+    _, bus, client, _, _ = stack
     stream = client.generate("Here is a very long story about a dragon. Once upon a time", session="gen-a",
                              max_tokens=400, temperature=0.0)
     chunks = 0
@@ -132,7 +126,7 @@ async def test_generation_stops_on_interrupt_and_when_the_caller_leaves(stack):
 
 
 async def test_assistant_streams_a_reply_and_speaks_it(stack):
-    _, bus, client, assistant, _, _ = stack
+    _, bus, client, assistant, _ = stack
     sid = "asst-1"
     replies: list[ReplyChunk] = []
 
@@ -166,7 +160,7 @@ async def test_assistant_streams_a_reply_and_speaks_it(stack):
 
 
 async def test_speech_comes_in_the_format_and_voice_the_session_asked_for(stack):
-    _, bus, client, _, _, _ = stack
+    _, bus, client, _, _ = stack
     sid, wanted = "fmt-1", AudioFormat(rate=16000, channels=2, sample="s32le")
     start = SessionStart(session=sid, output=wanted, voice="piper-joe")
     await bus.js.publish(bus.subjects.control(sid, "start"), codec.encode(start))
@@ -185,7 +179,7 @@ async def test_speech_comes_in_the_format_and_voice_the_session_asked_for(stack)
 async def test_a_stray_control_character_does_not_cost_its_sentence(stack):
     """The manager refuses control characters (a NUL crashed the phonemizer); the TTS service
     speaks around them, so one stray byte in a reply is not a lost sentence."""
-    _, bus, client, _, _, _ = stack
+    _, bus, client, _, _ = stack
     from voxbus.messages import SessionError
 
     sid = "ctl-char"

@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from tests.helpers import embedded_config, make_config, run_voxbus, running_manager
+from tests.helpers import embedded_config, make_config, run_voxbus, running_manager, until
 from voxbus.bus import connect
 from voxbus.client import ModelClient
 from voxbus.config import ClientConfig, Duration
@@ -69,6 +69,15 @@ async def worker_pid(models: ModelClient, model: str) -> int:
             return info.workers[0].pid
         await asyncio.sleep(0.05)
     raise AssertionError(f"{model} never came back: {info}")
+
+
+async def until_busy(models: ModelClient, model: str) -> None:
+    for _ in range(500):
+        info = {m.id: m for m in (await models.list_models()).models}[model]
+        if any(w.state == "busy" for w in info.workers):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{model} never got busy")
 
 
 async def manager_pid(nc) -> int:
@@ -134,7 +143,7 @@ async def test_a_request_that_had_nothing_delivered_is_retried_once_on_a_fresh_w
     victim = await worker_pid(models, "piper-joe")
     text = " ".join(["This is a long announcement that keeps the voice busy for a while."] * 12)
     call = asyncio.create_task(models.synthesize(text))
-    await asyncio.sleep(0.5)  # it is being synthesized now
+    await until_busy(models, "piper-joe")  # it is being synthesized now
     os.kill(victim, signal.SIGKILL)
     pcm, meta = await asyncio.wait_for(call, 120)  # the model client's one retry, on a new worker
     assert meta.duration > 20 and len(pcm) > 0
@@ -144,7 +153,7 @@ async def test_a_request_that_had_nothing_delivered_is_retried_once_on_a_fresh_w
     bare = client(nc, retries=0)
     victim = await worker_pid(models, "piper-joe")
     call = asyncio.create_task(bare.synthesize(text))
-    await asyncio.sleep(0.5)
+    await until_busy(models, "piper-joe")
     os.kill(victim, signal.SIGKILL)
     with pytest.raises(ModelCrashed, match="SIGKILL"):
         await call
@@ -213,7 +222,7 @@ async def test_an_unexpected_worker_crash_fails_the_test_that_saw_it(tmp_path):
                 models = ModelClient.from_bus(bus)
                 await models.load("piper-joe")
                 os.kill(manager.pool.slots["piper-joe"].workers[0].pid, signal.SIGKILL)
-                await asyncio.sleep(0.5)
+                await until(lambda: manager.pool.loader.crash_log, what="the crash to be noticed")
 
 
 async def test_ctrl_c_to_the_whole_process_group_stops_cleanly_and_keeps_state(tmp_path):

@@ -142,6 +142,16 @@ class CpuWatch:
                 + ("  WARNING: machine not idle, numbers inflated" if self.others > BUSY_LIMIT else ""))
 
 
+async def wait_for(cond: Callable[[], bool], timeout: float, poll: float = 0.02) -> bool:
+    """Whether `cond()` came true within `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        await asyncio.sleep(poll)
+    return cond()
+
+
 # -- stand-ins and helper processes ---------------------------------------------------------------
 class StubModels:
     """INFERENCE STUBBED OUT: every transcribe request is answered at once (for measuring the bus

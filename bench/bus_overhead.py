@@ -46,7 +46,8 @@ from pathlib import Path
 import numpy as np
 
 from benchkit import (
-    BUSY_LIMIT, CpuWatch, StubModels, bench_config, cpu_model, in_process, pct, proc_cpu_s, summary, wait_quiet,
+    BUSY_LIMIT, CpuWatch, StubModels, bench_config, cpu_model, in_process, pct, proc_cpu_s, summary, wait_for,
+    wait_quiet,
 )
 from voxbus.audio import encode_pcm
 from voxbus.bus import open_bus
@@ -134,15 +135,6 @@ async def synthesize(client: ModelClient, sentences: list[str]) -> list[bytes]:
         end = min(len(audio), (int(loud[-1]) if len(loud) else len(audio)) + RATE // 20)
         out.append(np.concatenate([np.zeros(int(0.3 * RATE), np.int16), audio[:end]]).astype("<i2").tobytes())
     return out
-
-
-async def wait_for(cond, timeout: float, poll: float = 0.02) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        await asyncio.sleep(poll)
-    return cond()
 
 
 # -- the hop publisher (a separate process: it must not share the service's event loop) ----------

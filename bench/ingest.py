@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from benchkit import (
-    BUSY_LIMIT, StubModels, busy_cores, cpu_model, in_process, machine_cpu, pct, proc_cpu_s, wait_quiet,
+    BUSY_LIMIT, StubModels, busy_cores, cpu_model, in_process, machine_cpu, pct, proc_cpu_s, wait_for, wait_quiet,
 )
 from voxbus.audio import encode_pcm
 from voxbus.bus import open_bus
@@ -253,15 +253,6 @@ async def step(stt: SttService, server: NatsServer, url: str, pcm_path: Path, n:
         r["vad_thread_s"], r["vad_calls"] = vad_time
         r["wall_s"] = wall
     return r
-
-
-async def wait_for(cond, timeout: float, poll: float = 0.05) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        await asyncio.sleep(poll)
-    return cond()
 
 
 def print_step(r: dict) -> None:

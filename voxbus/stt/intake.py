@@ -27,7 +27,7 @@ from voxbus.messages.control import SessionEnd, SessionTranscribed
 from voxbus.messages.text import Transcript
 from voxbus.session_errors import report_session_error
 from voxbus.stt.cutter import CutterSettings
-from voxbus.stt.session import SessionState
+from voxbus.stt.session import Phase, SessionState
 from voxbus.stt.vad import RATE, SileroVad
 from voxbus.subjects import InvalidSessionId, validate_session_id
 
@@ -104,7 +104,7 @@ class FrameIntake:
             await self._reject(s, msg, "after_end", late, head.seq)
             return None
         s.max_seq = max(s.max_seq, head.seq)  # even for frames skipped or rejected: the end waits for it
-        if head.seq <= s.skip_through or s.done:
+        if head.seq <= s.skip_through or s.phase is Phase.DONE:
             await msg.ack()  # already covered by a stored transcript (a resumed run sees it again)
             return None
         if head.seq <= s.fed_seq:
@@ -182,5 +182,6 @@ class FrameIntake:
             return None
         if s.end_msg is not None:
             await s.end_msg.ack()  # a repeated end event: keep the newest
-        s.ended, s.end_seq, s.end_msg = True, end.last_seq, msg
+        s.end_seq, s.end_msg = end.last_seq, msg
+        s.advance(Phase.ENDED)
         return s

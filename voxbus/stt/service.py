@@ -25,7 +25,7 @@ from voxbus.service_base import BusService
 from voxbus.consumers import bind_resuming
 from voxbus.stt.cutter import CutterSettings
 from voxbus.stt.intake import FrameIntake, SttStats
-from voxbus.stt.session import SessionState
+from voxbus.stt.session import Phase, SessionState
 from voxbus.stt.transcripts import MODEL_FORMAT, StageHook, TranscriptWriter, ack
 from voxbus.stt.vad import SileroVad
 
@@ -146,7 +146,7 @@ class SttService(BusService):
     async def _detect(self, sessions: list[SessionState]) -> None:
         work = []
         for s in sessions:
-            final = s.complete and not s.flushed
+            final = s.complete and s.phase < Phase.FLUSHED
             position, audio = s.vad_input(final)
             work.append((s, final, position, audio))
         probs = await asyncio.to_thread(
@@ -154,7 +154,7 @@ class SttService(BusService):
         for (s, final, position, _), p in zip(work, probs):
             cuts = s.apply(position, p, final)
             if final:
-                s.flushed = True
+                s.advance(Phase.FLUSHED)
             s.pending.extend(s.to_utterances(cuts))
             self.writer.start(s)
             await ack(s.settled())
@@ -172,10 +172,10 @@ class SttService(BusService):
                     f.touched = now
                 if s.end_msg is not None:
                     await s.end_msg.in_progress()
-                if not s.ended and now - s.last_frame > float(self.cfg.session_idle):
+                if s.phase is Phase.OPEN and now - s.last_frame > float(self.cfg.session_idle):
                     if s.held or s.pending or s.max_seq >= 0:
                         log.info("session %s idle for %.0fs: finishing it", s.sid, now - s.last_frame)
-                        s.ended = True
+                        s.advance(Phase.ENDED)
                         self._dirty.add(s.sid)
                         self._detect_wake.set()
                     else:

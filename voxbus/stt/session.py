@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from enum import IntEnum
 
 import numpy as np
 import soxr
@@ -25,6 +26,16 @@ GROUP = 4 * WINDOW
 batched ONNX call rounds slightly differently from single ones, so letting arrival timing decide
 the grouping made speech probabilities, and so utterance edges, vary from run to run; fixed
 groups make them a function of the audio alone (and amortise the per-call cost)."""
+
+
+class Phase(IntEnum):
+    """Where a session is in its life; it only moves forward, so phases compare in order."""
+
+    OPEN = 0  # frames may still come
+    ENDED = 1  # an end event arrived (or the session went idle); frames it names may still be due
+    FLUSHED = 2  # every frame arrived and the last partial window went through the VAD
+    FINISHING = 3  # the last transcript is stored; its `transcribed` event is being published
+    DONE = 4  # the `transcribed` event is published: nothing of it is held any more
 
 
 @dataclass
@@ -69,12 +80,9 @@ class SessionState:
         self.skip_through = -1  # frames up to this seq are covered by stored transcripts
         self.end_seq: int | None = None
         self.end_msg: object | None = None
-        self.ended = False  # an end event arrived (or the session went idle)
-        self.flushed = False  # the last partial window went through the VAD
+        self.phase = Phase.OPEN
         self.transcribed_seq = -1  # last_seq of an earlier `transcribed` event of this session
         self.transcribed_at: float | None = None  # its ts: the session was finished then
-        self.done = False  # every transcript is stored and the transcribed event published
-        self.finishing = False
         self.last_frame = time.monotonic()
         self.errors = 0
         self.worker = None  # asyncio task transcribing `pending`
@@ -171,7 +179,7 @@ class SessionState:
         floor = self.cutter.safe_position()
         if self.pending:
             floor = min(floor, self.pending[0].start)
-        if self.done:
+        if self.phase is Phase.DONE:
             floor = 1 << 62
         out = []
         while self.held and self.held[0].end <= floor:
@@ -185,7 +193,10 @@ class SessionState:
         """Held frames delivered before `older_than`: they need an in-progress ack to stay ours."""
         return [f for f in self.held if f.touched < older_than]
 
+    def advance(self, phase: Phase) -> None:
+        self.phase = max(self.phase, phase)
+
     @property
     def complete(self) -> bool:
         """Every frame up to the end event's last_seq has arrived."""
-        return self.ended and (self.end_seq is None or self.max_seq >= self.end_seq)
+        return self.phase >= Phase.ENDED and (self.end_seq is None or self.max_seq >= self.end_seq)

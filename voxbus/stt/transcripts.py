@@ -26,7 +26,7 @@ from voxbus.messages.audio import AudioFormat
 from voxbus.messages.control import SessionTranscribed
 from voxbus.messages.text import Segment, Timings, Transcript
 from voxbus.stt.intake import FrameIntake, SttStats
-from voxbus.stt.session import HeldFrame, SessionState, Utterance
+from voxbus.stt.session import HeldFrame, Phase, SessionState, Utterance
 from voxbus.stt.vad import RATE
 
 log = logging.getLogger(__name__)
@@ -125,15 +125,15 @@ class TranscriptWriter:
 
     async def finish_if_done(self, s: SessionState) -> None:
         """Once an ended session's last transcript is stored: its `transcribed` event, once."""
-        if not (s.complete and s.flushed) or s.pending or s.worker is not None or s.done or s.finishing:
+        if s.phase is not Phase.FLUSHED or s.pending or s.worker is not None:
             return
-        s.finishing = True  # the loop and the session's worker may both get here
+        s.advance(Phase.FINISHING)  # the loop and the session's worker may both get here
         last_seq = s.end_seq if s.end_seq is not None else s.max_seq
         event = SessionTranscribed(session=s.sid, ts=time.time(), utterances=s.next_utterance,
                                    last_seq=last_seq if last_seq >= 0 else None)
         await self.js.publish(self.subjects.control(s.sid, "transcribed"), codec.encode(event),
                               headers={"Nats-Msg-Id": f"{s.sid}:transcribed"})
-        s.done = True
+        s.advance(Phase.DONE)
         await ack(s.settled())
         if s.end_msg is not None:
             await s.end_msg.ack()

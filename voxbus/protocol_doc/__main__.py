@@ -1,0 +1,5 @@
+import sys
+
+from voxbus.protocol_doc import main
+
+sys.exit(main())

@@ -37,11 +37,13 @@ async def test_models_table_load_and_unload(nats_server, tmp_path):
         assert set(rows) == {"gemma3-270m", "whisper-tiny-en", "piper-joe"}
         assert " loaded " in rows["piper-joe"] and "en_US-joe-medium" in rows["piper-joe"]
         assert " unloaded " in rows["gemma3-270m"]
-        # A loaded model's worker process is listed under it, with its pid and memory.
+        # A loaded model's worker process is listed under it, with its pid, state and memory.
         piper_at = lines.index(next(line for line in lines if line.startswith("piper-joe")))
         worker = lines[piper_at + 1]
-        assert worker.startswith("  └ worker 0: pid ") and ", idle, RSS " in worker and "0 crashes" in worker, out
-        pid = int(worker.split("pid ")[1].split(",")[0])
+        assert worker.startswith("  └ worker 0 (pid "), out
+        state, rss, vram, queue, crashes, jobs = worker.split(")", 1)[1].split()
+        assert state == "idle" and rss.endswith("M") and int(rss[:-1]) > 0 and (queue, crashes) == ("0", "0"), out
+        pid = int(worker.split("pid ")[1].split(")")[0])
         assert psutil.pid_exists(pid) and pid != os.getpid()
         rc, out, err = await voxbus("models", "--json", "--nats", nats_server.url)
         listed = {m["id"]: m for m in json.loads(out)["models"]}["piper-joe"]

@@ -83,14 +83,6 @@ async def voice_turn(pipe: Pipeline, question: str, wav_out: Path | None, *, ech
     return res
 
 
-def latency_table(res: LoopResult) -> str:
-    names = {"transcript": "STT (transcript published)", "llm first token": "LLM first token",
-             "llm done": "LLM done", "first audio chunk": "first audio chunk"}
-    rows = [f"{'stage (after the last frame of the question)':<46} {'ms':>8}"]
-    rows += [f"{names.get(k, k):<46} {v * 1000:>8.0f}" for k, v in res.stages.items()]
-    return "\n".join(rows)
-
-
 def echo_stdout(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()

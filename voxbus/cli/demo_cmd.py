@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from voxbus.demo import LoopResult
 
 DEFAULT_QUESTION = "What is a good name for a small black cat?"
 
@@ -17,30 +23,44 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(handler=run)
 
 
+def latency_table(res: LoopResult) -> Table:
+    from voxbus.cli.console import add_row, table
+
+    names = {"transcript": "STT (transcript published)", "llm first token": "LLM first token",
+             "llm done": "LLM done", "first audio chunk": "first audio chunk"}
+    out = table(("stage (after the last frame of the question)", "ms"), right=("ms",))
+    for k, v in res.stages.items():
+        add_row(out, names.get(k, k), f"{v * 1000:.0f}")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
     from voxbus.cli import load_for, run_async
-    from voxbus.demo import echo_stdout, latency_table, voice_turn
+    from voxbus.cli.console import console
+    from voxbus.demo import echo_stdout, voice_turn
     from voxbus.pipeline import local_pipeline
 
     if not args.verbose:
         logging.getLogger().setLevel(logging.WARNING)
     config = load_for(args)
+    out = console()
 
     async def demo() -> int:
         async with local_pipeline(config, "voxbus-demo", stt=True, tts=True, assistant=True) as pipe:
             print(f"question (spoken by the Piper voice): {args.question}", flush=True)
-            print("warming up the models...", flush=True)
-            client_models = ("stt", "llm", "tts")
             from voxbus.client import ModelClient
             client = ModelClient.from_bus(pipe.bus)
-            for kind in client_models:
-                await client.load(config.manager.defaults[kind])
+            with out.status("warming up the models...") as status:
+                for kind in ("stt", "llm", "tts"):
+                    status.update(f"warming up the models: loading {config.manager.defaults[kind]}")
+                    await client.load(config.manager.defaults[kind])
+            print("models ready", flush=True)
             res = await voice_turn(pipe, args.question, Path(args.output), echo=echo_stdout)
         print(f"reply audio: {res.wav.resolve() if res.wav else '(none)'} ({res.audio_s:.1f} s)")
-        print(latency_table(res))
+        out.print(latency_table(res))
         return 0 if res.wav else 1
 
     return run_async(demo)

@@ -7,7 +7,10 @@ import sys
 
 import msgspec
 
-from voxbus.messages.model import ModelInfo
+from rich.table import Table
+
+from voxbus.cli.console import add_row, console, table
+from voxbus.messages.model import ListModelsReply, ModelInfo
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -27,33 +30,38 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.0f}M" if n else "-"
 
 
-def format_table(models: list[ModelInfo]) -> str:
-    """One row per model, then one indented row per worker process of a loaded model."""
-    head = ("ID", "KIND", "BACKEND", "STATE", "RAM", "VRAM", "QUANT", "VERSION", "FINGERPRINT", "QUEUE", "CRASH",
-            "REQS", "ERR", "P50ms", "P95ms", "SPEED", "LOADms")
-    rows: list[tuple[str, ...]] = [head]
-    workers: dict[int, list[str]] = {}
+HEAD = ("ID", "KIND", "BACKEND", "STATE", "RAM", "VRAM", "QUANT", "VERSION", "FINGERPRINT", "QUEUE", "CRASH",
+        "REQS", "ERR", "P50ms", "P95ms", "SPEED", "LOADms")
+NUMERIC = ("RAM", "VRAM", "QUEUE", "CRASH", "REQS", "ERR", "P50ms", "P95ms", "LOADms")
+
+
+def models_table(models: list[ModelInfo]) -> Table:
+    """One row per model; under a loaded one, a row per worker process in the same columns (its
+    state, resident memory, queue, crashes and jobs served)."""
+    out = table(HEAD, right=NUMERIC)
     for m in models:
         x = m.metrics
         speed = f"{x.tokens_per_s:.0f} tok/s" if x.tokens_per_s else (f"RTF {x.real_time_factor:.3f}" if x.real_time_factor else "-")
-        rows.append((
-            m.id + (" *" if m.default_for else "") + (" (pinned)" if m.pinned else ""), m.kind, m.backend, m.state,
+        add_row(
+            out, m.id + (" *" if m.default_for else "") + (" (pinned)" if m.pinned else ""), m.kind, m.backend, m.state,
             _mib(m.ram_bytes), _mib(m.vram_bytes), m.quantization, m.version or "-", m.fingerprint or "-",
             f"{m.queue}/{m.max_queue}", str(m.crashes), str(x.requests), str(x.errors), f"{x.inference_ms_p50:.0f}",
             f"{x.inference_ms_p95:.0f}", speed, f"{x.load_ms:.0f}" if x.load_ms else "-",
-        ))
-        workers[len(rows) - 1] = [
-            f"  └ worker {w.index}: pid {w.pid}, {w.state}, RSS {_mib(w.rss_bytes)}"
-            + (f", VRAM {_mib(w.vram_bytes)}" if w.vram_bytes else "") + f", queue {w.queue}, {w.jobs} jobs, "
-            f"{w.crashes} crashes" for w in m.workers]
+        )
+        for w in m.workers:
+            add_row(out, f"  └ worker {w.index} (pid {w.pid})", "", "", w.state, _mib(w.rss_bytes),
+                _mib(w.vram_bytes), "", "", "", str(w.queue), str(w.crashes), str(w.jobs), style="dim")
+    return out
+
+
+def print_models(reply: ListModelsReply) -> None:
+    out = console()
+    out.print(f"manager {reply.manager}", markup=False)
+    out.print(models_table(reply.models))
+    out.print("(* default for its task; worker rows: RAM is the process's resident memory, REQS its jobs)")
+    for m in reply.models:
         if m.error and m.state in ("failed", "crashed", "quarantined"):
-            workers[len(rows) - 1].append(f"  └ {m.error}")
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = []
-    for n, r in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-        lines.extend(workers.get(n, []))
-    return "\n".join(lines) + "\n(* default for its task)"
+            out.print(f"{m.id} {m.state}: {m.error}", markup=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,8 +80,7 @@ def run(args: argparse.Namespace) -> int:
                 if args.json:
                     sys.stdout.write(msgspec.json.encode(reply).decode() + "\n")
                 else:
-                    print(f"manager {reply.manager}")
-                    print(format_table(reply.models))
+                    print_models(reply)
                 return 0
             reply = await (client.load(args.model) if action == "load" else client.unload(args.model))
             m = reply.model

@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import json
 import sys
-import time
 from pathlib import Path
 
 import msgspec
@@ -30,35 +29,30 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(handler=run)
 
 
-class Progress:
-    """One line on stderr, redrawn in place; only on a terminal."""
+class FileProgress:
+    """How far the files have got: one bar over their audio, on stderr, only on a terminal."""
 
     def __init__(self, jobs, enabled: bool) -> None:
+        from voxbus.cli.console import audio_progress
+
         self.jobs = jobs
-        self.enabled = enabled
         self.total = sum(j.duration for j in jobs) or 1.0
-        self.last = 0.0
-        self.started = time.monotonic()
+        self.bar = audio_progress(enabled)
+        self.task = self.bar.add_task("publishing", total=self.total, utterances=0)
 
-    def update(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (not force and now - self.last < 0.1):
-            return
-        self.last = now
+    def __enter__(self) -> FileProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.update()
+        self.bar.stop()
+
+    def update(self) -> None:
         sent = sum(j.published_s for j in self.jobs)
-        done = sum(j.transcribed_s for j in self.jobs)
-        frac = min(done / self.total, 1.0)
-        bar = "#" * int(frac * 30)
-        phase = "publishing" if sent < self.total - 1e-6 else "transcribing"
-        n = sum(len(j.transcripts) for j in self.jobs)
-        sys.stderr.write(f"\r{phase:<12} [{bar:<30}] {frac:4.0%}  {done:6.1f}/{self.total:.1f} s audio, "
-                         f"{n} utterances, {now - self.started:5.1f} s ")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.update(force=True)
-            sys.stderr.write("\n")
+        self.bar.update(self.task, completed=min(sum(j.transcribed_s for j in self.jobs), self.total),
+                        description="publishing" if sent < self.total - 1e-6 else "transcribing",
+                        utterances=sum(len(j.transcripts) for j in self.jobs))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,21 +66,20 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     config = load_for(args)
     jobs = load_jobs(args.files)
-    progress = Progress(jobs, sys.stderr.isatty() and not args.no_progress)
 
     async def work() -> None:
         async with local_pipeline(config, "voxbus-transcribe") as pipe:
-            async def ticker() -> None:
-                while True:
-                    progress.update()
-                    await asyncio.sleep(0.2)
+            with FileProgress(jobs, sys.stderr.isatty() and not args.no_progress) as progress:
+                async def ticker() -> None:
+                    while True:
+                        progress.update()
+                        await asyncio.sleep(0.2)
 
-            tick = asyncio.create_task(ticker())
-            try:
-                await transcribe_jobs(pipe.bus, jobs, realtime=args.realtime, on_progress=progress.update)
-            finally:
-                tick.cancel()
-                progress.close()
+                tick = asyncio.create_task(ticker())
+                try:
+                    await transcribe_jobs(pipe.bus, jobs, realtime=args.realtime, on_progress=progress.update)
+                finally:
+                    tick.cancel()
 
     run_async(work)
     for job in jobs:

@@ -14,13 +14,15 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
-from voxbus.config import load_config
+from voxbus.config import EmbeddedServerConfig, load_config
 from voxbus.messages.model import TranscribeReply
 from voxbus.messages.text import ModelRef
+from voxbus.server import NatsServer
 
 BUSY_LIMIT = 0.3
 """Cores used by other processes above which a measurement is taken as disturbed."""
@@ -65,6 +67,16 @@ def temp_dir(prefix: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@contextlib.asynccontextmanager
+async def bench_server(prefix: str) -> AsyncIterator[tuple[NatsServer, Path]]:
+    """A private nats-server on a free port with its store in a scratch directory; both go when
+    the benchmark ends, however it ends."""
+    with temp_dir(prefix) as tmp:
+        emb = EmbeddedServerConfig(port=0, monitor_port=0, store_dir=str(tmp / "js"))
+        async with NatsServer(emb) as server:
+            yield server, tmp
+
+
 # -- how busy the machine is -------------------------------------------------------------------
 def machine_cpu() -> tuple[int, int]:
     """(total, idle) jiffies of the whole machine, from /proc/stat."""
@@ -72,12 +84,17 @@ def machine_cpu() -> tuple[int, int]:
     return sum(f), f[3] + f[4]
 
 
+def cores_busy_between(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """CPU cores busy machine-wide between two machine_cpu() readings."""
+    (t0, i0), (t1, i1) = before, after
+    return (os.cpu_count() or 1) * (1 - (i1 - i0) / max(t1 - t0, 1))
+
+
 def busy_cores(seconds: float = 1.0) -> float:
     """CPU cores busy machine-wide over `seconds`."""
-    t0, i0 = machine_cpu()
+    before = machine_cpu()
     time.sleep(seconds)
-    t1, i1 = machine_cpu()
-    return (os.cpu_count() or 1) * (1 - (i1 - i0) / max(t1 - t0, 1))
+    return cores_busy_between(before, machine_cpu())
 
 
 def proc_cpu_s(pid: int | None) -> float:
@@ -127,8 +144,7 @@ class CpuWatch:
 
     def __exit__(self, *exc) -> None:
         wall = max(time.monotonic() - self.t, 1e-6)
-        t1, i1 = machine_cpu()
-        busy = (os.cpu_count() or 1) * (1 - (i1 - self.m[1]) / max(t1 - self.m[0], 1))
+        busy = cores_busy_between(self.m, machine_cpu())
         own = own_cpu_s(self.pids) - self.own + self.extra()
         self.others = max(busy - own / wall, 0.0)
 

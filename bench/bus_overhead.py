@@ -35,10 +35,8 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -46,19 +44,17 @@ from pathlib import Path
 import numpy as np
 
 from benchkit import (
-    BUSY_LIMIT, CpuWatch, StubModels, bench_config, cpu_model, in_process, pct, proc_cpu_s, summary, wait_for,
-    wait_quiet,
+    BUSY_LIMIT, CpuWatch, StubModels, bench_config, bench_server, cpu_model, in_process, pct,
+    proc_cpu_s, summary, wait_for, wait_quiet,
 )
 from voxbus.audio import encode_pcm
 from voxbus.bus import open_bus
 from voxbus.client.model_client import ModelClient
 from voxbus.config.loader import find_user_config
-from voxbus.config.schema import EmbeddedServerConfig
 from voxbus.ingest import SessionPublisher
 from voxbus.messages import codec
 from voxbus.messages.audio import AudioFormat, AudioFrame
 from voxbus.messages.text import Transcript
-from voxbus.server import NatsServer
 from voxbus.stt import SttService
 
 RATE = 16000
@@ -448,11 +444,8 @@ def report_overhead(rows: list[dict], pace: str) -> dict:
 
 # -- main --------------------------------------------------------------------------------------
 async def main(args) -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix="voxbench-"))
-    emb = EmbeddedServerConfig(port=0, monitor_port=0, store_dir=str(tmp / "js"))
-    server = await NatsServer(emb).start()
     result: dict = {}
-    try:
+    async with bench_server("voxbench-") as (server, tmp):
         print(f"machine: {cpu_model()}, {os.cpu_count()} cores, no GPU; nats-server {server.url}, store {tmp / 'js'}")
         if find_user_config(None, {}) is not None:
             print(f"warning: a user voxbus.yaml is merged in: {find_user_config(None, {})}")
@@ -476,9 +469,6 @@ async def main(args) -> dict:
             loop_pcm = b"".join(s + gap for s in speech[:6])
             result.update(await part_hop(server.url, server.pid, tmp, loop_pcm, args.sessions, args.seconds,
                                          args.rounds, args.wait_quiet, args.busy_retries))
-    finally:
-        await server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     return result
 
 

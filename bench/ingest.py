@@ -37,20 +37,17 @@ import json
 import logging
 import os
 import pstats
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from benchkit import (
-    BUSY_LIMIT, StubModels, busy_cores, cpu_model, in_process, machine_cpu, pct, proc_cpu_s, wait_for, wait_quiet,
+    BUSY_LIMIT, StubModels, bench_config, bench_server, busy_cores, cpu_model, in_process,
+    machine_cpu, pct, proc_cpu_s, wait_for, wait_quiet,
 )
 from voxbus.audio import encode_pcm
 from voxbus.bus import open_bus
-from voxbus.config import load_config
-from voxbus.config.schema import EmbeddedServerConfig
 from voxbus.messages import codec
 from voxbus.messages.audio import AudioFormat, AudioFrame
 from voxbus.messages.control import SessionEnd
@@ -274,24 +271,21 @@ def print_step(r: dict) -> None:
 
 
 async def main(args) -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix="voxbench-ingest-"))
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, no GPU")
     busy = busy_cores()
     print(f"CPU busy before start (other processes): {busy:.2f} cores"
-          + ("  WARNING: the machine is not idle; numbers will be low" if busy > 0.3 else ""))
+          + ("  WARNING: the machine is not idle; numbers will be low" if busy > BUSY_LIMIT else ""))
     print("INFERENCE IS STUBBED OUT: the STT's `models` answers every transcribe at once; "
           "VAD (Silero, onnxruntime), cutting, acks and transcript publishing are real")
-    emb = EmbeddedServerConfig(port=0, monitor_port=0, store_dir=str(tmp / "js"))
-    server = await NatsServer(emb).start()
     results = []
-    try:
+    async with bench_server("voxbench-ingest-") as (server, tmp):
         t0 = time.monotonic()
         pcm = make_speech(tmp)
         pcm_path = tmp / "loop.pcm"
         pcm_path.write_bytes(pcm)
         print(f"speech loop: {len(SENTENCES)} Piper sentences + pauses, {len(pcm) / 2 / RATE:.1f} s, "
               f"prepared in {time.monotonic() - t0:.1f} s")
-        cfg = load_config(env={}, overrides={"nats": {"url": server.url}})
+        cfg = bench_config(server.url)
         print(f"config: stt ack_wait={float(cfg.stt.ack_wait):g}s max_ack_pending={cfg.stt.max_ack_pending} "
               f"min_silence={float(cfg.stt.min_silence):g}s; {args.seconds:g} s per step, first {args.warmup:g} s "
               f"excluded (all sessions join at once)")
@@ -314,9 +308,6 @@ async def main(args) -> dict:
                     await asyncio.sleep(1.0)
         if args.profile:
             print_profile(results[-1])
-    finally:
-        await server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     return {"results": results}
 
 

@@ -14,6 +14,7 @@ import msgspec
 import pytest
 
 from voxbus.bus import Bus, open_bus
+from voxbus.client import ModelClient
 from voxbus.config import Config, EmbeddedServerConfig, load_config
 from voxbus.config.loader import deep_merge
 from voxbus.manager import ModelManager
@@ -32,16 +33,19 @@ def make_config(url: str, cache_dir: Path, **overrides: Any) -> Config:
 
 @asynccontextmanager
 async def running_manager(config: Config, manager_id: str = "test-manager", *,
-                          expect_crashes: bool = False) -> AsyncIterator[tuple[Bus, ModelManager]]:
+                          expect_crashes: bool | set[int] = False) -> AsyncIterator[tuple[Bus, ModelManager]]:
     """A ModelManager in this process. A model worker that crashes while it runs fails the test
-    loudly, naming the model, how the worker died and its last stderr lines (unless the test
-    injects crashes itself)."""
+    loudly, naming the model, how the worker died and its last stderr lines, unless the test
+    injects crashes itself: `expect_crashes=True`, or a set the test fills with the pids it kills
+    (any other crash still fails)."""
     async with open_bus(config, name=manager_id) as bus:
         async with ModelManager(bus, manager_id=manager_id) as manager:
             yield bus, manager
             await manager.pool.loader.settle()
             crashes = list(manager.pool.loader.crash_log)
-    if crashes and not expect_crashes:
+    if isinstance(expect_crashes, set):
+        crashes = [(model, e) for model, e in crashes if e.pid not in expect_crashes]
+    if crashes and expect_crashes is not True:
         pytest.fail("model worker crashed during the test: " + "; ".join(
             f"{model}: pid {e.pid} {e.reason}; stderr: {' | '.join(e.stderr[-8:]) or '(none)'}" for model, e in crashes),
             pytrace=False)
@@ -88,3 +92,21 @@ async def run_voxbus(*args: str, timeout: float = 300) -> tuple[int, str, str]:
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode, out.decode(), err.decode()
+
+
+async def worker_pid(models: ModelClient, model: str) -> int:
+    for _ in range(200):
+        info = {m.id: m for m in (await models.list_models()).models}[model]
+        if info.state == "loaded" and info.workers:
+            return info.workers[0].pid
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{model} never came back: {info}")
+
+
+async def until_busy(models: ModelClient, model: str) -> None:
+    for _ in range(500):
+        info = {m.id: m for m in (await models.list_models()).models}[model]
+        if any(w.state == "busy" for w in info.workers):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{model} never got busy")

@@ -12,6 +12,7 @@ from voxbus.errors import (
     BadRequest, InvalidAudio, PayloadTooLarge, UnknownModel, UnsupportedFormat, VersionMismatch, WrongKind,
 )
 from voxbus.messages import AudioFormat, GenerateChunk, GenerateDone, ModelEvent, ResourceSnapshot, decode
+from voxbus.history import stored as stored_msgs
 from voxbus.server import NatsServer
 from voxbus.subjects import Subjects
 from tests.helpers import delivered, embedded_config, make_config, running_manager, wer
@@ -163,8 +164,10 @@ async def test_resource_snapshots_are_broadcast_and_stored(stack):
     await client.load("piper-joe")  # this test's own precondition, whatever ran before it
     snap = await asyncio.to_thread(manager.snapshot)
     await manager.events.snapshot(snap)
-    msg = await bus.js.get_last_msg(bus.subjects.stream("admin"), bus.subjects.admin("resources"))
-    stored = decode(msg.data, ResourceSnapshot)
+    # The manager's own periodic snapshots go to the same subject: find ours among them.
+    found = [decode(m.data, ResourceSnapshot)
+             async for m in stored_msgs(bus.js, bus.subjects.stream("admin"), bus.subjects.admin("resources"))]
+    (stored,) = [s for s in found if s.ts == snap.ts]
     assert stored.rss_bytes > 0 and stored.ram_budget_bytes > 0 and stored.manager == manager.id
     assert len(stored.gpus) == len(manager.resources.gpus())  # none without a GPU: all runs on the CPU
     assert {m.id for m in stored.models} >= {"piper-joe"}

@@ -2,7 +2,10 @@
 embedded server allows 8 MB). Long speech comes back in parts, long utterances travel through the
 uploads Object Store, and what cannot be sent is refused up front. Real server, models and CLI."""
 
+import asyncio
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,7 @@ import pytest_asyncio
 import soundfile as sf
 from nats.js.errors import NotFoundError
 
-from tests.helpers import make_config, run_voxbus, running_manager, wer
+from tests.helpers import make_config, run_voxbus, running_manager, until_busy, wer, worker_pid
 from voxbus.client import ModelClient
 from voxbus.config import EmbeddedServerConfig
 from voxbus.errors import PayloadTooLarge
@@ -30,6 +33,7 @@ LONG = ("the little red train went slowly up the long green hill behind the old 
         "church where the bells rang every hour and the baker on the square sold warm bread to everyone who "
         "came by in the morning and in the evening the lights of the village went on one by one until the "
         "whole valley was glowing under the stars and the train came back down the hill to sleep.")
+KILLED: set[int] = set()  # worker pids a test kills on purpose; any other crash fails the module
 MORE = ("On the next day a storm rolled in from the sea. The fishermen pulled their boats onto the beach, "
         "the shops closed their shutters, and the whole town waited by the fire for the wind to pass.")
 
@@ -41,7 +45,7 @@ async def plain(tmp_path_factory):
     conf.write_text("jetstream {}\n")  # nothing else: every limit at nats-server's default
     async with NatsServer(EmbeddedServerConfig(port=0, monitor_port=0, config_file=str(conf)),
                           store_dir=tmp / "js") as server:
-        async with running_manager(make_config(server.url, tmp / "cache")) as (bus, manager):
+        async with running_manager(make_config(server.url, tmp / "cache"), expect_crashes=KILLED) as (bus, manager):
             assert bus.nc.max_payload == 1 << 20
             async with SttService(bus), TtsService(bus):
                 yield server, bus, ModelClient.from_bus(bus), tmp
@@ -70,7 +74,26 @@ async def test_a_long_utterance_goes_through_the_uploads_bucket(plain):
     stream = await bus.js.stream_info(f"OBJ_{bus.subjects.upload_bucket()}")
     assert stream.state.last_seq > 1, "the audio went through the bucket"
     store = await bus.js.object_store(bus.subjects.upload_bucket())
-    with pytest.raises(NotFoundError):  # the manager removed what it took: nothing is left
+    with pytest.raises(NotFoundError):  # the client removed it once the call ended: nothing is left
+        await store.list(ignore_deletes=True)
+
+
+async def test_an_upload_outlives_a_worker_crash_and_is_removed_after(plain):
+    server, bus, models, tmp = plain
+    text = LONG + " " + MORE
+    pcm, meta = await models.synthesize(text, format=AudioFormat(rate=16000))
+    assert len(pcm) > bus.nc.max_payload  # goes through the bucket
+    await models.load("whisper-tiny-en")
+    victim = await worker_pid(models, "whisper-tiny-en")
+    call = asyncio.create_task(models.transcribe(pcm, meta.format))
+    await until_busy(models, "whisper-tiny-en")  # the manager has read the upload and is transcribing
+    KILLED.add(victim)
+    os.kill(victim, signal.SIGKILL)
+    reply = await asyncio.wait_for(call, 120)  # the client's one retry reads the same object again
+    assert wer(text, reply.text) <= 0.2, reply.text
+    assert await worker_pid(models, "whisper-tiny-en") != victim
+    store = await bus.js.object_store(bus.subjects.upload_bucket())
+    with pytest.raises(NotFoundError):
         await store.list(ignore_deletes=True)
 
 

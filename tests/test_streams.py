@@ -25,6 +25,9 @@ async def test_changed_limits_update_the_stream(nc):
     js = nc.jetstream()
     subjects = Subjects("vox")
     await ensure_streams(js, subjects, load_config(env={}).streams)
-    changed = load_config(env={}, overrides={"streams": {"audio": {"max_age": "60s"}}})
+    changed = load_config(env={}, overrides={"streams": {"audio": {"max_age": "60s"},
+                                                         "uploads": {"max_age": "90s", "max_bytes": "64MiB"}}})
     await ensure_streams(js, subjects, changed.streams)
     assert (await js.stream_info("VOX_AUDIO")).config.max_age == 60
+    uploads = (await js.stream_info(f"OBJ_{subjects.upload_bucket()}")).config  # the bucket's own stream
+    assert uploads.max_age == 90 and uploads.max_bytes == 64 << 20

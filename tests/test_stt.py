@@ -13,6 +13,7 @@ import soundfile as sf
 from tests.helpers import embedded_config, make_config, run_voxbus, running_manager, wer
 from tests.speech import speak, write_variant
 from voxbus.audio import encode_pcm, frame_bytes
+from voxbus.bus import open_bus
 from voxbus.client import ModelClient
 from voxbus.history import stored
 from voxbus.ingest import SessionPublisher
@@ -115,8 +116,11 @@ async def test_malformed_frames_produce_error_events_and_other_sessions_go_on(st
             break
         await asyncio.sleep(0.1)
     errors = await stored_of(bus, "ctl", s.control("bad-1", "error"), SessionError)
-    assert sorted(e.code for e in errors) == ["bad_header", "bad_header", "bad_header", "invalid_audio"], errors
+    # Frames 1-3 had no readable seq: refused for their headers, and missing between 0 and 4.
+    codes = sorted(e.code for e in errors)
+    assert codes == ["bad_header", "bad_header", "bad_header", "frames_missing", "invalid_audio"], errors
     assert any("not a whole number" in e.message and e.seq == 0 for e in errors)
+    assert any(e.code == "frames_missing" and e.seq == 1 and "frames 1-3" in e.message for e in errors)
     assert not await stored_of(bus, "ctl", s.control("good-1", "error"), SessionError)
     kept = await stored_of(bus, "text", s.transcript("good-1"), Transcript)
     # This test is about isolation, not accuracy (the formats test holds the 10% bound): the good
@@ -248,3 +252,49 @@ async def test_lost_and_repeated_frames_are_noticed_and_time_stays_true(stack):
     assert wer(" ".join(sentences), " ".join(t.text for t in texts)) <= 0.15, [t.text for t in texts]
     speech_end = (len(audio) - int(0.8 * rate)) / rate
     assert abs(texts[-1].end - speech_end) < 0.25, (texts[-1].end, speech_end)
+
+
+async def test_an_end_naming_frames_that_never_come_and_an_end_after_the_session(stack):
+    """An ended session still waiting for frames its end event named is finished without them
+    after stt.session_idle, saying so; an end event for a session already transcribed is
+    reported as after_end. (Its own prefix, so this service can have a 1 s idle time.)"""
+    server, bus, stt, client, tmp = stack
+    config = make_config(server.url, tmp / "cache", nats={"prefix": "idle"}, stt={"session_idle": "1s"})
+    async with open_bus(config, name="stt-idle") as ibus, SttService(ibus, models=client):
+        s = ibus.subjects
+        audio, rate = await speak(client, [GOOD])
+        fmt = AudioFormat(rate=rate)
+        pcm = encode_pcm(audio, fmt)
+        step = frame_bytes(fmt, 20)
+        frames = [pcm[i:i + step] for i in range(0, len(pcm) - step + 1, step)]
+        for seq, data in enumerate(frames[:-5]):  # the last five never sent
+            head = AudioFrame(format=fmt, seq=seq, ts=time.time())
+            await ibus.js.publish(s.audio_in("lost-tail"), data, headers=codec.meta_headers(head))
+        end = SessionEnd(session="lost-tail", last_seq=len(frames) - 1)
+        await ibus.js.publish(s.control("lost-tail", "end"), codec.encode(end))
+
+        async def transcribed():
+            return await stored_of(ibus, "ctl", s.control("lost-tail", "transcribed"), SessionTranscribed)
+        for _ in range(300):
+            if await transcribed():
+                break
+            await asyncio.sleep(0.1)
+        (done,) = await transcribed()
+        errors = await stored_of(ibus, "ctl", s.control("lost-tail", "error"), SessionError)
+        first = len(frames) - 5
+        assert [(e.code, e.seq) for e in errors] == [("frames_missing", first)], errors
+        assert f"frames {first}-{len(frames) - 1} named by the end event never arrived" in errors[0].message
+        texts = await stored_of(ibus, "text", s.transcript("lost-tail"), Transcript)
+        assert done.last_seq == len(frames) - 1 and wer(GOOD, " ".join(t.text for t in texts)) <= 0.2, texts
+
+        # The same session ends again, naming more frames: it was transcribed, so that is reported.
+        await ibus.js.publish(s.control("lost-tail", "end"),
+                              codec.encode(SessionEnd(session="lost-tail", last_seq=len(frames) + 50)))
+        for _ in range(100):
+            errors = await stored_of(ibus, "ctl", s.control("lost-tail", "error"), SessionError)
+            if len(errors) > 1:
+                break
+            await asyncio.sleep(0.1)
+        assert [e.code for e in errors] == ["frames_missing", "after_end"], errors
+        assert "after session lost-tail was transcribed" in errors[1].message
+        assert len(await transcribed()) == 1

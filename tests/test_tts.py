@@ -9,7 +9,7 @@ import pytest
 import pytest_asyncio
 import soundfile as sf
 
-from tests.helpers import embedded_config, make_config, run_voxbus, running_manager, wer
+from tests.helpers import embedded_config, make_config, run_voxbus, running_manager, until, wer
 from voxbus.assistant import Assistant
 from voxbus.client import ModelClient
 from voxbus.messages import (
@@ -21,6 +21,7 @@ from voxbus.tts import TtsService
 
 pytestmark = [pytest.mark.models, pytest.mark.asyncio(loop_scope="module")]
 
+TTS: list[TtsService] = []  # the module's TTS service, for the test that looks inside it
 LONG_TEXT = " ".join(f"This is sentence number {w} of a long announcement that keeps going." for w in
                      ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"))
 
@@ -37,7 +38,8 @@ async def stack(tmp_path_factory):
         config = make_config(server.url, tmp / "cache", models=models,
                              assistant={"temperature": 0.0, "max_tokens": 24})
         async with running_manager(config) as (bus, manager):
-            async with TtsService(bus), Assistant(bus) as assistant:
+            async with TtsService(bus) as tts, Assistant(bus) as assistant:
+                TTS.append(tts)
                 yield server, bus, ModelClient.from_bus(bus), assistant, tmp
 
 
@@ -198,3 +200,22 @@ async def test_a_stray_control_character_does_not_cost_its_sentence(stack):
     await sub.unsubscribe()
     await esub.unsubscribe()
     assert sum(n for _, _, n in got) > 0 and not errors, errors
+
+
+async def test_chunk_numbers_go_on_after_an_idle_session_is_forgotten(stack):
+    _, bus, _, _, _ = stack
+    (tts,) = TTS
+    sid = "idle-then-more"
+    got, sub = await collect_chunks(bus, sid)
+    idle, tts.idle = tts.idle, 0.3
+    try:
+        for turn, text in enumerate(("The first thing to say.", "And one more thing, later.")):
+            await bus.js.publish(bus.subjects.say(sid), codec.encode(SayRequest(text=text, turn=turn, final=True)))
+            await until(lambda: got and got[-1][1].final and got[-1][1].turn == turn, 60, f"turn {turn} spoken")
+            await until(lambda: sid not in tts.sessions, 10, "the idle session forgotten")
+    finally:
+        tts.idle = idle
+        await sub.unsubscribe()
+    seqs = [c.seq for _, c, _ in got]
+    assert {c.turn for _, c, _ in got} == {0, 1}
+    assert seqs == list(range(len(seqs))), seqs  # one numbering for the session, never from 0 again

@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from tests.helpers import embedded_config, make_config, run_voxbus, running_manager, until
+from tests.helpers import embedded_config, make_config, run_voxbus, running_manager, until, until_busy, worker_pid
 from voxbus.bus import connect
 from voxbus.client import ModelClient
 from voxbus.config import ClientConfig, Duration
@@ -60,24 +60,6 @@ async def deployment(tmp_path_factory):
 
 def client(nc, **over) -> ModelClient:
     return ModelClient(nc, Subjects(), ClientConfig(deadline=Duration(120), **over))
-
-
-async def worker_pid(models: ModelClient, model: str) -> int:
-    for _ in range(200):
-        info = {m.id: m for m in (await models.list_models()).models}[model]
-        if info.state == "loaded" and info.workers:
-            return info.workers[0].pid
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{model} never came back: {info}")
-
-
-async def until_busy(models: ModelClient, model: str) -> None:
-    for _ in range(500):
-        info = {m.id: m for m in (await models.list_models()).models}[model]
-        if any(w.state == "busy" for w in info.workers):
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{model} never got busy")
 
 
 async def manager_pid(nc) -> int:

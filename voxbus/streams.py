@@ -3,6 +3,7 @@ Created idempotently: an existing stream is updated to the configured limits."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from nats.js import JetStreamContext
@@ -54,10 +55,19 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, streams: Stre
 
 
 async def ensure_upload_bucket(js: JetStreamContext, subjects: Subjects, streams: StreamsConfig) -> None:
-    """The Object Store for audio larger than one message: objects expire after `max_age`."""
+    """The Object Store for audio larger than one message: objects expire after `max_age`. An
+    existing bucket is updated to the configured age, size and replicas (its storage is fixed)."""
     bucket, limits = subjects.upload_bucket(), streams.uploads
     try:
         await js.object_store(bucket)
+        info = await js.stream_info(f"OBJ_{bucket}")  # the stream behind the bucket
+        want = {"max_age": float(limits.max_age), "max_bytes": int(limits.max_bytes), "num_replicas": limits.replicas}
+        if any(getattr(info.config, k) != v for k, v in want.items()):
+            dupes = info.config.duplicate_window  # may not exceed max_age (0: no age limit)
+            if want["max_age"]:
+                dupes = min(dupes or want["max_age"], want["max_age"])
+            await js.update_stream(dataclasses.replace(info.config, duplicate_window=dupes, **want))
+            log.info("updated object store %s to %s", bucket, want)
     except BucketNotFoundError:
         await js.create_object_store(bucket, ObjectStoreConfig(
             description="voxbus: audio too large for one message, until it is transcribed",

@@ -22,6 +22,7 @@ seconds the caller will still wait), so a manager drops work nobody will wait fo
 from __future__ import annotations
 
 import logging
+import random
 import time
 import uuid
 from typing import AsyncIterator
@@ -40,6 +41,7 @@ from voxbus.messages.model import ErrorReply
 log = logging.getLogger(__name__)
 
 NO_RESPONDERS = "503"
+MAX_BACKOFF_S = 5.0
 
 
 class _Retry(Exception):
@@ -71,22 +73,26 @@ class Caller:
         cfg = self.config
         end = time.monotonic() + (deadline or cfg.deadline)
         headers = {**(headers or {}), h.REQUEST_ID: uuid.uuid4().hex}
-        yielded, crashes = False, 0
+        yielded, crashes, retries = False, 0, 0
 
-        def retryable(exc: BaseException) -> bool:
-            nonlocal crashes
-            if not isinstance(exc, _Retry) or yielded or time.monotonic() >= end:
+        def retryable(exc: BaseException) -> bool | float:
+            """Whether to retry, and then after how long: exponential backoff with jitter, never
+            past the deadline (the caller should get the real error, not a timeout)."""
+            nonlocal crashes, retries
+            left = end - time.monotonic()
+            if not isinstance(exc, _Retry) or yielded or left <= 0:
                 return False
             if isinstance(exc.error, Overloaded) or (isinstance(exc.error, ModelCrashed) and crashes):
                 return False
             crashes += isinstance(exc.error, ModelCrashed)
-            log.info("%s: %s; retrying", subject, exc.error.message)
-            return True
+            backoff = float(cfg.backoff)
+            wait = min(backoff * 2 ** retries + random.uniform(0, backoff), MAX_BACKOFF_S, left)
+            retries += 1
+            log.info("%s: %s; retrying in %.2fs", subject, exc.error.message, wait)
+            return wait
 
         try:
-            async for attempt in stamina.retry_context(on=retryable, attempts=cfg.retries + 1, timeout=None,
-                                                       wait_initial=float(cfg.backoff), wait_max=5.0,
-                                                       wait_jitter=float(cfg.backoff)):
+            async for attempt in stamina.retry_context(on=retryable, attempts=cfg.retries + 1, timeout=None):
                 with attempt:
                     async for msg in self._attempt(subject, data, headers, end):
                         yielded = True
@@ -114,15 +120,16 @@ class Caller:
             accepted = False
             while True:
                 now = time.monotonic()
-                if now >= end:
-                    raise Timeout(f"{subject}: no answer within the deadline")
+                if now >= end:  # a timeout after acceptance is final: the work may be running still
+                    raise Timeout(f"{subject}: no answer within the deadline", transient=not accepted)
                 wait = min(end - now, cfg.liveness_timeout if accepted else cfg.accept_timeout)
                 try:
                     msg = await sub.next_msg(timeout=wait)
                 except nats.errors.TimeoutError:
                     if time.monotonic() >= end:
                         if accepted:
-                            raise Timeout(f"{subject}: the manager is still working but the deadline passed") from None
+                            raise Timeout(f"{subject}: the manager is still working but the deadline passed",
+                                          transient=False) from None
                         raise _Retry(Timeout(f"{subject}: no manager accepted the request in time")) from None
                     if accepted:
                         raise _Retry(Unavailable(f"{subject}: the manager stopped answering mid-request")) from None

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import AsyncIterator
 
@@ -21,6 +22,7 @@ from voxbus.client.calls import Caller
 from voxbus import uploads
 from voxbus.errors import ProtocolError
 from voxbus.messages import codec
+from voxbus.messages.headers import HEADER_ROOM
 from voxbus.messages.audio import AudioFormat
 from voxbus.messages.model import (
     ChatMessage, GenerateCancel, GenerateChunk, GenerateDone, GenerateEvent, GenerateRequest, ListModelsReply,
@@ -28,10 +30,6 @@ from voxbus.messages.model import (
     SynthesizeRequest, TranscribeReply, TranscribeRequest, UnloadModelRequest,
 )
 from voxbus.subjects import Subjects
-
-
-HEADER_ROOM = 4096
-"""Bytes of a message kept for its headers (Vox-Meta, NATS framing) when sizing payloads."""
 
 
 class ModelClient:
@@ -49,19 +47,20 @@ class ModelClient:
                          session: str | None = None, deadline: float | None = None) -> TranscribeReply:
         """Transcribe one utterance. Audio too large for one message (the server's max_payload) is
         first reduced to what the model hears (16 kHz mono s16), and if that is still too large it
-        travels through the uploads Object Store, removed by the manager once read."""
+        travels through the uploads Object Store, kept there for every retry of this call and
+        removed when it ends."""
         limit = self.nc.max_payload - HEADER_ROOM
         if len(pcm) > limit:
             pcm, format = await asyncio.to_thread(compact_pcm, pcm, format)
-        name = None
-        if len(pcm) > limit:
-            name = f"utt-{uuid.uuid4().hex}"
-            await uploads.put(self.nc, self.subjects.upload_bucket(), name, pcm)
-            pcm = b""
-        req = TranscribeRequest(model=model, version=version, format=format, language=language,
-                                beam_size=beam_size, session=session, upload=name)
-        msg = await self.caller.request(self.subjects.model("stt", "transcribe"), pcm,
-                                        codec.meta_headers(req), deadline)
+        async with contextlib.AsyncExitStack() as stack:
+            name = None
+            if len(pcm) > limit:
+                name = await stack.enter_async_context(uploads.uploaded(self.nc, self.subjects.upload_bucket(), pcm))
+                pcm = b""
+            req = TranscribeRequest(model=model, version=version, format=format, language=language,
+                                    beam_size=beam_size, session=session, upload=name)
+            msg = await self.caller.request(self.subjects.model("stt", "transcribe"), pcm,
+                                            codec.meta_headers(req), deadline)
         return codec.decode(msg.data, TranscribeReply)
 
     async def generate(self, prompt: str | None = None, *, messages: list[ChatMessage] | list[dict] | None = None,

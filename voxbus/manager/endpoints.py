@@ -27,6 +27,7 @@ from voxbus.manager.pool import ModelPool
 from voxbus.manager.requests import RequestContext
 from voxbus.manager.slot import ModelSlot
 from voxbus.messages import codec
+from voxbus.messages.headers import HEADER_ROOM
 from voxbus.messages.audio import AudioFormat
 from voxbus.messages.model import (
     GenerateChunk, GenerateDone, GenerateRequest, GenerateTimings, ListModelsReply, ListModelsRequest,
@@ -35,7 +36,6 @@ from voxbus.messages.model import (
 )
 from voxbus.messages.text import ModelRef, Segment, Timings
 
-HEADER_ROOM = 4096  # a reply's Vox-Meta header and NATS framing, within the server's max_payload
 
 
 def model_ref(slot: ModelSlot) -> ModelRef:
@@ -93,7 +93,7 @@ class Endpoints:
         slot = self.pool.route(req.model, "stt", req.version)
         pcm = msg.data
         if req.upload:
-            pcm = await uploads.take(self.nc, self.upload_bucket, req.upload, int(self.config.manager.max_request_bytes))
+            pcm = await uploads.read(self.nc, self.upload_bucket, req.upload, int(self.config.manager.max_request_bytes))
         audio = await asyncio.to_thread(pcm_to_model_input, pcm, req.format, 16000)
         options = {"beam_size": req.beam_size}
         async with self.pool.use(slot, ctx) as s:  # held while waiting in the batcher too: never evicted

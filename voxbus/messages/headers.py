@@ -22,3 +22,7 @@ ERROR_CODE = "Nats-Service-Error-Code"
 
 MSG_ID = "Nats-Msg-Id"
 """JetStream's dedupe id: a retried publish with the same id within the duplicate window is stored once."""
+
+HEADER_ROOM = 4096
+"""Bytes of a message kept for its headers (Vox-Meta, NATS framing) when sizing payloads to the
+server's max_payload."""

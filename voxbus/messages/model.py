@@ -40,7 +40,7 @@ class TranscribeRequest(_ModelRequest):
     upload: str | None = None
     """Audio too large for one message (over the server's ``max_payload``) is put in the uploads
     Object Store bucket (``<PREFIX>_UPLOADS``) and named here; the payload is then empty. The
-    manager deletes the object once it has read it."""
+    sender deletes the object when its call (with any retries) ends; the manager only reads it."""
 
 
 class TranscribeReply(Struct, kw_only=True):

@@ -79,7 +79,7 @@ class FrameIntake:
                                              direct=True)
             done = codec.decode(raw.data, SessionTranscribed)
             s.transcribed_seq = done.last_seq if done.last_seq is not None else -1
-            s.transcribed_at = done.ts
+            s.transcribed_at = raw.time.timestamp() if raw.time else done.ts
             s.skip_through = max(s.skip_through, s.transcribed_seq)
         except (NotFoundError, ProtocolError):
             pass
@@ -99,14 +99,14 @@ class FrameIntake:
         except ProtocolError as exc:
             await self._reject(s, msg, "bad_header", str(exc), None)
             return None
-        late = self._after_end(s, head)
+        late = self._after_end(s, head, stored_at(msg))
         if late:
             await self._reject(s, msg, "after_end", late, head.seq)
             return None
         s.max_seq = max(s.max_seq, head.seq)  # even for frames skipped or rejected: the end waits for it
-        if head.seq <= s.skip_through or s.phase is Phase.DONE:
-            await msg.ack()  # already covered by a stored transcript (a resumed run sees it again)
-            return None
+        if head.seq <= s.skip_through or s.phase >= Phase.FLUSHED:
+            await msg.ack()  # covered by a stored transcript (a resumed run sees it again), or too late:
+            return None  # the session was finished without it (give_up_missing)
         if head.seq <= s.fed_seq:
             if not any(f.seq == head.seq for f in reversed(s.held)):
                 await msg.ack()  # a second copy of a frame already taken (a publisher's retry)
@@ -116,6 +116,7 @@ class FrameIntake:
         try:
             s.feed(msg.data, head.format, head.seq, head.offset, msg)
         except InvalidAudio as exc:
+            s.skip(head.seq, frame_seconds(msg.data, head))
             await self._reject(s, msg, "invalid_audio", exc.message, head.seq)
             return None
         self.stats.frames += 1
@@ -124,12 +125,14 @@ class FrameIntake:
         return s
 
     @staticmethod
-    def _after_end(s: SessionState, head: AudioFrame) -> str:
+    def _after_end(s: SessionState, head: AudioFrame, stored: float) -> str:
         """Why a frame belongs to no session any more ('' if it does). A session is transcribed
         once: audio sent after its end, or under its id once it was transcribed, is reported
         rather than silently dropped or turned into a second `transcribed`. A redelivery after a
-        restart is neither: it was captured before the session finished, and its seq is covered."""
-        if s.transcribed_at is not None and (head.seq > s.transcribed_seq or head.ts > s.transcribed_at):
+        restart is neither: the server stored it before the session's `transcribed` event (both
+        times are the server's, so clocks of clients and services do not matter), and its seq is
+        covered."""
+        if s.transcribed_at is not None and (head.seq > s.transcribed_seq or stored > s.transcribed_at):
             return (f"frame {head.seq} arrived after session {s.sid} was transcribed; "
                     f"a session id is used once: send new audio as a new session")
         if s.end_seq is not None and head.seq > s.end_seq:
@@ -138,8 +141,7 @@ class FrameIntake:
 
     async def _gap(self, s: SessionState, msg: Msg, head: AudioFrame) -> None:
         """Frames between the last one taken and this one never came: say so, keep time true."""
-        frame_s = len(msg.data) / head.format.frame_bytes / head.format.rate if head.format.frame_bytes else 0.0
-        missing = s.missing_seconds(head.seq, head.offset, frame_s)
+        missing = s.missing_seconds(head.seq, head.offset, frame_seconds(msg.data, head))
         first, last = s.fed_seq + 1, head.seq - 1
         s.fill_gap(missing)
         self.stats.gaps += 1
@@ -175,13 +177,37 @@ class FrameIntake:
             await msg.term()
             return None
         s = await self.session(sid)
-        if end.last_seq is not None and end.last_seq <= s.transcribed_seq:
-            await msg.ack()  # finished by an earlier run
+        if s.transcribed_at is not None or (end.last_seq is not None and end.last_seq <= s.transcribed_seq):
+            if s.transcribed_at is not None and stored_at(msg) > s.transcribed_at and (
+                    end.last_seq is None or end.last_seq > s.transcribed_seq):
+                await self.report(s, "after_end", f"an end event arrived after session {sid} was transcribed; a "
+                                  f"session id is used once", end.last_seq, f"{sid}:error:{msg.metadata.sequence.stream}")
+            await msg.ack()  # (otherwise: the end of a session an earlier run finished, seen again)
             if not s.held and not s.pending:
                 self.sessions.pop(sid, None)
             return None
         if s.end_msg is not None:
             await s.end_msg.ack()  # a repeated end event: keep the newest
         s.end_seq, s.end_msg = end.last_seq, msg
+        s.last_heard = time.monotonic()
         s.advance(Phase.ENDED)
         return s
+
+    async def give_up_missing(self, s: SessionState) -> None:
+        """An ended session still waiting, after `session_idle`, for frames its end event named
+        (lost, or refused for a bad header): finish it without them, and say so."""
+        first, last = s.max_seq + 1, s.end_seq
+        span = f"frame {first}" if first == last else f"frames {first}-{last}"
+        await self.report(s, "frames_missing", f"{span} named by the end event never arrived; the session is "
+                          f"finished without them", first, f"{s.sid}:gap:{first}", capped=True)
+        s.max_seq = max(s.max_seq, s.end_seq if s.end_seq is not None else s.max_seq)
+
+
+def stored_at(msg: Msg) -> float:
+    """When the server stored a JetStream message (its clock), in seconds since the epoch."""
+    return msg.metadata.timestamp.timestamp()
+
+
+def frame_seconds(pcm: bytes, head: AudioFrame) -> float:
+    fmt = head.format
+    return len(pcm) / fmt.frame_bytes / fmt.rate if fmt.frame_bytes else 0.0

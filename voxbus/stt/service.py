@@ -76,8 +76,8 @@ class SttService(BusService):
         self._tasks = [asyncio.create_task(self._run(), name="stt-intake"),
                        asyncio.create_task(self._detector(), name="stt-detect"),
                        asyncio.create_task(self._housekeeping(), name="stt-housekeeping")]
-        common = dict(ack_wait=float(self.cfg.ack_wait), max_ack_pending=self.cfg.max_ack_pending,
-                      start_new=self.cfg.start == "new")
+        common = {"ack_wait": float(self.cfg.ack_wait), "max_ack_pending": self.cfg.max_ack_pending,
+                  "start_new": self.cfg.start == "new"}
         self._subs.append(await bind_resuming(
             self.js, stream=self.subjects.stream("audio"), durable=self.subjects.consumer("stt"),
             filter_subject=self.subjects.all_audio_in(), cb=self._on_frame, **common))
@@ -116,14 +116,15 @@ class SttService(BusService):
             self._wake.clear()
             frames, self._frames = self._frames, []
             ends, self._ends = self._ends, []
-            for msg in frames:
-                s = await self.intake.frame(msg)
-                if s is not None:
-                    self._dirty.add(s.sid)
-            for msg in ends:
-                s = await self.intake.end(msg)
-                if s is not None:
-                    self._dirty.add(s.sid)
+            for msgs, take in ((frames, self.intake.frame), (ends, self.intake.end)):
+                for msg in msgs:
+                    try:
+                        s = await take(msg)
+                    except Exception:  # (a reconnect, a bug): the message is redelivered after ack_wait
+                        log.exception("could not take a message on %s", msg.subject)
+                        continue
+                    if s is not None:
+                        self._dirty.add(s.sid)
             if self._dirty:
                 self._detect_wake.set()
 
@@ -152,13 +153,17 @@ class SttService(BusService):
         probs = await asyncio.to_thread(
             lambda: [s.vad.probabilities(audio) if len(audio) else audio for s, _, _, audio in work])
         for (s, final, position, _), p in zip(work, probs):
-            cuts = s.apply(position, p, final)
-            if final:
-                s.advance(Phase.FLUSHED)
-            s.pending.extend(s.to_utterances(cuts))
-            self.writer.start(s)
-            await ack(s.settled())
-            await self.writer.finish_if_done(s)
+            try:
+                cuts = s.apply(position, p, final)
+                if final:
+                    s.advance(Phase.FLUSHED)
+                s.pending.extend(s.to_utterances(cuts))
+                self.writer.start(s)
+                await ack(s.settled())
+                await self.writer.finish_if_done(s)
+            except Exception:  # this session's problem only; the next pass tries it again
+                log.exception("session %s: speech detection failed", s.sid)
+                self._dirty.add(s.sid)
 
     # -- keeping held frames ours, finishing idle sessions ------------------------------------------
     async def _housekeeping(self) -> None:
@@ -167,16 +172,34 @@ class SttService(BusService):
             await asyncio.sleep(period)
             now = time.monotonic()
             for s in list(self.sessions.values()):
-                for f in s.stale(now - float(self.cfg.ack_wait) / 2):
-                    await f.msg.in_progress()
-                    f.touched = now
-                if s.end_msg is not None:
-                    await s.end_msg.in_progress()
-                if s.phase is Phase.OPEN and now - s.last_frame > float(self.cfg.session_idle):
-                    if s.held or s.pending or s.max_seq >= 0:
-                        log.info("session %s idle for %.0fs: finishing it", s.sid, now - s.last_frame)
-                        s.advance(Phase.ENDED)
-                        self._dirty.add(s.sid)
-                        self._detect_wake.set()
-                    else:
-                        self.sessions.pop(s.sid, None)
+                try:
+                    await self._keep(s, now)
+                except Exception:  # a reconnect, say: the next period tries again
+                    log.exception("session %s: housekeeping failed", s.sid)
+
+    async def _keep(self, s: SessionState, now: float) -> None:
+        for f in s.stale(now - float(self.cfg.ack_wait) / 2):
+            await f.msg.in_progress()
+            f.touched = now
+        if s.end_msg is not None:
+            await s.end_msg.in_progress()
+        if now - s.last_heard <= float(self.cfg.session_idle):
+            return
+        if s.phase is Phase.OPEN:
+            if not (s.held or s.pending or s.max_seq >= 0):
+                self.sessions.pop(s.sid, None)
+                return
+            log.info("session %s idle for %.0fs: finishing it", s.sid, now - s.last_heard)
+            s.advance(Phase.ENDED)
+        elif s.phase is Phase.ENDED and not s.complete:
+            log.info("session %s: frames its end named missing for %.0fs: finishing without them", s.sid,
+                     now - s.last_heard)
+            await self.intake.give_up_missing(s)
+        elif s.phase is Phase.FLUSHED:
+            await self.writer.finish_if_done(s)  # an earlier try failed
+            return
+        else:
+            return
+        s.last_heard = now
+        self._dirty.add(s.sid)
+        self._detect_wake.set()

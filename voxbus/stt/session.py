@@ -82,8 +82,8 @@ class SessionState:
         self.end_msg: object | None = None
         self.phase = Phase.OPEN
         self.transcribed_seq = -1  # last_seq of an earlier `transcribed` event of this session
-        self.transcribed_at: float | None = None  # its ts: the session was finished then
-        self.last_frame = time.monotonic()
+        self.transcribed_at: float | None = None  # when the server stored that event (its clock, not ours)
+        self.last_heard = time.monotonic()  # the last frame or end event: the idle clock
         self.errors = 0
         self.worker = None  # asyncio task transcribing `pending`
 
@@ -104,7 +104,7 @@ class SessionState:
         self.pos_in += len(samples) * RATE / fmt.rate
         self.held.append(HeldFrame(start, int(self.pos_in), seq, msg, time.monotonic()))
         self.fed_seq = max(self.fed_seq, seq)
-        self.last_frame = time.monotonic()
+        self.last_heard = time.monotonic()
 
     def fill_gap(self, seconds: float) -> None:
         """Silence where frames never arrived, so the audio after them keeps its session time
@@ -115,6 +115,12 @@ class SessionState:
         out = silence if self.resampler is None else self.resampler.resample_chunk(silence)
         self._append(out)
         self.pos_in += len(silence) * RATE / self.format.rate
+
+    def skip(self, seq: int, seconds: float) -> None:
+        """A frame refused for its audio: silence of its length in its place, so the frames after
+        it keep their time and are not reported missing as well."""
+        self.fill_gap(seconds)
+        self.fed_seq = max(self.fed_seq, seq)
 
     def missing_seconds(self, seq: int, offset: float | None, frame_s: float) -> float:
         """How much audio the frames before `seq` (after the last one fed) would have held."""

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 MODEL_FORMAT = AudioFormat(rate=RATE, channels=1, sample="f32le")
 StageHook = Callable[..., None]
 """on_stage(stage, session, **times): told when a step of the STT path happens (SttService)."""
-FOREVER = dict(attempts=None, timeout=None, wait_initial=0.2, wait_max=5.0)
+FOREVER = {"attempts": None, "timeout": None, "wait_initial": 0.2, "wait_max": 5.0}
 
 
 class TranscriptWriter:
@@ -131,8 +131,14 @@ class TranscriptWriter:
         last_seq = s.end_seq if s.end_seq is not None else s.max_seq
         event = SessionTranscribed(session=s.sid, ts=time.time(), utterances=s.next_utterance,
                                    last_seq=last_seq if last_seq >= 0 else None)
-        await self.js.publish(self.subjects.control(s.sid, "transcribed"), codec.encode(event),
-                              headers={"Nats-Msg-Id": f"{s.sid}:transcribed"})
+        try:
+            async for attempt in stamina.retry_context(on=self._retry_store, **FOREVER):
+                with attempt:
+                    await self.js.publish(self.subjects.control(s.sid, "transcribed"), codec.encode(event),
+                                          headers={"Nats-Msg-Id": f"{s.sid}:transcribed"})
+        except BaseException:
+            s.phase = Phase.FLUSHED  # stopping (or a bug): the next run, or the next pass, finishes it
+            raise
         s.advance(Phase.DONE)
         await ack(s.settled())
         if s.end_msg is not None:

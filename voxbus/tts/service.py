@@ -90,12 +90,19 @@ class TtsService(BusService):
         return s
 
     async def _recall(self, s: _Session) -> None:
-        """The voice and output format the session asked for when it started, if it did."""
+        """The voice and output format the session asked for when it started, if it did, and
+        where its chunk numbering goes on: a session forgotten while idle (or spoken for by an
+        earlier run) keeps counting from its last stored chunk, never from 0 again."""
+        js = self.bus.js
         try:
-            raw = await self.bus.js.get_last_msg(self.subjects.stream("ctl"), self.subjects.control(s.sid, "start"),
-                                                 direct=True)
+            raw = await js.get_last_msg(self.subjects.stream("ctl"), self.subjects.control(s.sid, "start"), direct=True)
             start = codec.decode(raw.data, SessionStart)
             s.voice, s.output = start.voice, start.output
+        except (NotFoundError, ProtocolError):
+            pass
+        try:
+            raw = await js.get_last_msg(self.subjects.stream("audio"), self.subjects.audio_out(s.sid), direct=True)
+            s.seq = codec.decode_meta(raw.headers, SpeechChunk).seq + 1
         except (NotFoundError, ProtocolError):
             pass
 

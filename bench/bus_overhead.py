@@ -197,7 +197,11 @@ async def part_hop(url: str, server_pid: int | None, tmp: Path, speech: bytes, s
     per = seconds / rounds
     print(f"\n== part 1: frame hop: {sessions} sessions in real time ({sessions * 50} frames/s), publisher in its "
           f"own process; {rounds} interleaved rounds of {per:g} s per side (baseline, STT, baseline, STT...)")
-    base_cfg, stt_cfg = bench_config(url, prefix="hopbase"), bench_config(url, prefix="hopstt")
+    # Two more prefixes on the server the overhead part used: each reserves only what seconds of
+    # audio need, or together they would pass JetStream's storage limit (max_file_store).
+    small = {family: {"max_bytes": "256MiB"} for family in ("audio", "text", "ctl", "admin", "uploads")}
+    base_cfg = bench_config(url, prefix="hopbase", streams=small)
+    stt_cfg = bench_config(url, prefix="hopstt", streams=small)
     base_recs: list = []
     hop_recs: list = []
     lag: list[float] = []

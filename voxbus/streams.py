@@ -8,9 +8,10 @@ import logging
 
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 
 from voxbus.config.schema import StreamsConfig
+from voxbus.errors import ConfigError
 from voxbus.subjects import STREAM_FAMILIES, Subjects
 
 log = logging.getLogger(__name__)
@@ -38,19 +39,33 @@ def stream_configs(subjects: Subjects, streams: StreamsConfig) -> list[StreamCon
     return configs
 
 
+NO_STORAGE = 10047
+"""JetStream's error code when a stream's max_bytes cannot be reserved within the server's limits."""
+
+
 async def ensure_streams(js: JetStreamContext, subjects: Subjects, streams: StreamsConfig) -> list[str]:
     """Create or update every voxbus stream; returns their names."""
     names = []
-    for sc in stream_configs(subjects, streams):
-        try:
-            await js.stream_info(sc.name)
-        except NotFoundError:
-            await js.add_stream(sc)
-            log.info("created stream %s (%s)", sc.name, ", ".join(sc.subjects or []))
-        else:
-            await js.update_stream(sc)
-        names.append(sc.name)
-    await ensure_upload_bucket(js, subjects, streams)
+    try:
+        for sc in stream_configs(subjects, streams):
+            try:
+                await js.stream_info(sc.name)
+            except NotFoundError:
+                await js.add_stream(sc)
+                log.info("created stream %s (%s)", sc.name, ", ".join(sc.subjects or []))
+            else:
+                await js.update_stream(sc)
+            names.append(sc.name)
+        await ensure_upload_bucket(js, subjects, streams)
+    except APIError as exc:
+        if exc.err_code != NO_STORAGE:
+            raise
+        total = sum(int(getattr(streams, f).max_bytes) for f in (*STREAM_FAMILIES, "uploads"))
+        raise ConfigError(
+            f"the NATS server has no room left to reserve the {subjects.prefix!r} streams: each voxbus prefix "
+            f"reserves {total / 2**30:.1f} GiB (streams.*.max_bytes), and other streams hold the rest of the "
+            f"server's JetStream limit (max_file_store / max_memory_store); lower streams.*.max_bytes or raise "
+            f"the server's limit") from None
     return names
 
 

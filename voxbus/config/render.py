@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render()
     if args.check:
         if not args.path.is_file() or args.path.read_text() != text:
-            print(f"{args.path} is stale: run python -m voxbus.config.render {args.path}", file=sys.stderr)
+            sys.stderr.write(f"{args.path} is stale: run python -m voxbus.config.render {args.path}\n")
             return 1
         return 0
     args.path.write_text(text)

@@ -62,7 +62,7 @@ class StreamsConfig(_Cfg):
     ctl: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=Duration(7 * 86400), max_bytes=ByteSize(64 << 20)))
     admin: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=Duration(86400), max_bytes=ByteSize(64 << 20)))
     uploads: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=Duration(600), max_bytes=ByteSize(1 << 30)))
-    """The Object Store bucket for audio too large for one message (removed once transcribed)."""
+    """The Object Store bucket for audio too large for one message (each object removed when its call ends)."""
 
 
 class ModelSource(_Cfg):

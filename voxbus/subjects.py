@@ -39,18 +39,20 @@ MODEL_VERBS = {
 
 def validate_session_id(sid: str) -> str:
     """Return sid unchanged, or raise InvalidSessionId saying what is wrong with it."""
+    if isinstance(sid, str) and len(sid) <= MAX_SESSION_ID_LENGTH and _SESSION_ID_RE.fullmatch(sid):
+        return sid  # the common case, once per frame: one regex; the checks below only explain a refusal
     if not isinstance(sid, str):
         raise InvalidSessionId(f"session id must be a string, got {type(sid).__name__}")
     if not sid:
         raise InvalidSessionId("session id is empty")
     if len(sid) > MAX_SESSION_ID_LENGTH:
         raise InvalidSessionId(f"session id is {len(sid)} characters long; the limit is {MAX_SESSION_ID_LENGTH}")
-    for bad, why in ((".", "a '.' splits the subject"), ("*", "'*' is a wildcard"), (">", "'>' is a wildcard")):
+    for bad, why in ((".", "'.', which splits the subject"), ("*", "'*', a wildcard"), (">", "'>', a wildcard")):
         if bad in sid:
             raise InvalidSessionId(f"session id {sid!r} contains {why}")
     if any(ch.isspace() for ch in sid):
         raise InvalidSessionId(f"session id {sid!r} contains whitespace")
-    if not _SESSION_ID_RE.match(sid):
+    if not _SESSION_ID_RE.fullmatch(sid):
         raise InvalidSessionId(
             f"session id {sid!r} may only use letters, digits and - _ : @ + = ~"
         )

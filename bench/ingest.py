@@ -233,7 +233,7 @@ async def step(stt: SttService, server: NatsServer, url: str, pcm_path: Path, n:
         "pub_late_p99_ms": pub["late_p99_ms"], "pub_late_max_ms": pub["late_max_ms"],
         "loop_us_per_frame": cpu_loop / max(processed, 1) * 1e6,
         "threads_us_per_frame": (cpu_stt - cpu_loop) / max(processed, 1) * 1e6,
-        "vad_batches_per_s": (getattr(stt, "batches", 0) - batches0) / wall,
+        "vad_batches_per_s": (passes.batches - batches0) / wall,
         "sessions_per_batch": (passes.batch_sessions - bsess0) / max(passes.batches - batches0, 1),
         "detect_share": (passes.detect_s - detect0) / wall,
         "cores_others": max(machine_busy - (cpu_stt + cpu_srv + pub["cpu_s"]) / wall, 0.0),

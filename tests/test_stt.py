@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 import soundfile as sf
 
-from tests.helpers import embedded_config, make_config, run_voxbus, running_manager, wer
+from tests.helpers import embedded_config, make_config, run_voxbus, running_manager, until, wer
 from tests.speech import speak, write_variant
 from voxbus.audio import encode_pcm, frame_bytes
 from voxbus.bus import open_bus
@@ -20,6 +20,7 @@ from voxbus.ingest import SessionPublisher
 from voxbus.messages import AudioFormat, AudioFrame, SessionEnd, SessionError, SessionTranscribed, Transcript, codec
 from voxbus.server import NatsServer
 from voxbus.stt import SttService
+from voxbus.stt.session import Phase
 
 pytestmark = [pytest.mark.models, pytest.mark.asyncio(loop_scope="module")]
 
@@ -44,6 +45,10 @@ async def stack(tmp_path_factory):
 
 
 
+SMALL_STREAMS = {family: {"max_bytes": "128MiB"} for family in ("audio", "text", "ctl", "admin", "uploads")}
+"""For a test's second prefix on the same server: the defaults reserve 3.4 GiB per prefix."""
+
+
 async def stored_of(bus, family: str, subject: str, tp):
     return [codec.decode(m.data, tp) async for m in stored(bus.js, bus.subjects.stream(family), subject)]
 
@@ -64,7 +69,10 @@ async def test_transcribe_every_format_concurrently_without_mixing_sessions(stac
     for name, path in zip(TEXTS, files):
         doc = docs[str(path)]
         assert [t["utterance"] for t in doc["transcripts"]] == [0, 1], (name, doc)
-        assert wer(" ".join(TEXTS[name]), doc["text"]) <= 0.1, (name, doc["text"])
+        # Mixed-up sessions would be near 1.0. Whisper tiny sometimes mishears two words of the
+        # 8 kHz copy ("at noon" -> "that noon", "train" -> "terrain": 0.13), depending on what
+        # shares its batch (CPU GEMM results vary slightly with the batch's shape).
+        assert wer(" ".join(TEXTS[name]), doc["text"]) <= 0.2, (name, doc["text"])
         for sentence, t in zip(TEXTS[name], doc["transcripts"]):  # each utterance is its own sentence
             assert wer(sentence, t["text"]) <= 0.25, (name, sentence, t["text"])
             assert t["session"] == doc["session"] and t["end"] > t["start"]
@@ -254,12 +262,102 @@ async def test_lost_and_repeated_frames_are_noticed_and_time_stays_true(stack):
     assert abs(texts[-1].end - speech_end) < 0.25, (texts[-1].end, speech_end)
 
 
+async def test_frames_and_a_second_end_after_a_session_finished_for_silence_are_after_end(stack):
+    """A session finished after stt.session_idle without an end event refuses a frame that comes
+    later (after_end), even while its last utterance is still waiting for a manager, and so does
+    an end event naming frames it never had; a second end naming more frames than the first is
+    refused too, the first one standing. (Its own prefix with no manager, so transcriptions wait.)"""
+    server, bus, stt, client, tmp = stack
+    config = make_config(server.url, tmp / "cache", nats={"prefix": "quiet"}, stt={"session_idle": "1s"},
+                         streams=SMALL_STREAMS)
+    async with open_bus(config, name="stt-quiet") as qbus, SttService(qbus) as quiet:
+        s = qbus.subjects
+        audio, rate = await speak(client, [GOOD])
+        fmt = AudioFormat(rate=rate)
+        pcm = encode_pcm(audio, fmt)
+        step = frame_bytes(fmt, 20)
+        frames = [pcm[i:i + step] for i in range(0, len(pcm) - step + 1, step)]
+
+        async def send(sid, seq):
+            await qbus.js.publish(s.audio_in(sid), frames[seq], headers=codec.meta_headers(
+                AudioFrame(format=fmt, seq=seq, ts=time.time())))
+        for seq in range(len(frames) - 10):
+            await send("hushed", seq)
+            await send("twice", seq)
+        last = len(frames) - 11
+        await qbus.js.publish(s.control("twice", "end"), codec.encode(SessionEnd(session="twice", last_seq=last)))
+        await qbus.js.publish(s.control("twice", "end"), codec.encode(SessionEnd(session="twice", last_seq=last + 5)),
+                              headers={"Nats-Msg-Id": "twice:end:again"})
+        await until(lambda: "hushed" in quiet.sessions and quiet.sessions["hushed"].phase >= Phase.FLUSHED, 15,
+                    "the silent session to be finished")
+        assert quiet.sessions["hushed"].pending, "its last utterance waits for a manager"
+        await send("hushed", last + 1)  # after the session was finished for silence
+        await qbus.js.publish(s.control("hushed", "end"), codec.encode(SessionEnd(session="hushed", last_seq=last + 3)))
+
+        async def errors(sid, n):
+            for _ in range(100):
+                found = await stored_of(qbus, "ctl", s.control(sid, "error"), SessionError)
+                if len(found) >= n:
+                    return found
+                await asyncio.sleep(0.1)
+            return found
+        hushed = await errors("hushed", 2)
+        assert [(e.code, e.seq) for e in hushed] == [("after_end", last + 1), ("after_end", last + 3)], hushed
+        assert "was finished after stt.session_idle with no frames" in hushed[0].message
+        assert "a second end event names frames up to" in hushed[1].message
+        twice = await errors("twice", 1)
+        assert [(e.code, e.seq) for e in twice] == [("after_end", last + 5)], twice
+        assert f"beyond the session's end (last_seq {last}); the first end stands" in twice[0].message
+        assert quiet.sessions["twice"].end_seq == last and quiet.sessions["hushed"].max_seq == last
+
+
+async def test_a_restart_that_sees_a_transcribed_session_again_does_not_finish_it_twice(stack):
+    """Frames of a session transcribed before a restart come again when the consumer resumes at
+    an earlier session's ack floor; without its end event coming again too, the session must not
+    be taken for one gone idle and finished a second time (a second `transcribed`)."""
+    server, bus, stt, client, tmp = stack
+    config = make_config(server.url, tmp / "cache", nats={"prefix": "again"}, streams=SMALL_STREAMS,
+                         stt={"session_idle": "1s", "ack_wait": "3s"})
+    audio, rate = await speak(client, [GOOD])
+    fmt = AudioFormat(rate=rate)
+    pcm = encode_pcm(audio, fmt)
+    step = frame_bytes(fmt, 20)
+    frames = [pcm[i:i + step] for i in range(0, len(pcm) - step + 1, step)]
+    async with open_bus(config, name="stt-again") as abus:
+        s = abus.subjects
+
+        async def send(sid, seqs):
+            for seq in seqs:
+                await abus.js.publish(s.audio_in(sid), frames[seq], headers=codec.meta_headers(
+                    AudioFrame(format=fmt, seq=seq, ts=time.time())))
+
+        async def transcribed(sid):
+            return await stored_of(abus, "ctl", s.control(sid, "transcribed"), SessionTranscribed)
+        async with SttService(abus, models=client) as first:
+            await send("held", range(len(frames) // 2))  # open, its frames unacknowledged: the ack floor
+            await send("done", range(len(frames)))
+            await abus.js.publish(s.control("done", "end"), codec.encode(SessionEnd(session="done",
+                                                                                     last_seq=len(frames) - 1)))
+            for _ in range(200):
+                if await transcribed("done"):
+                    break
+                await asyncio.sleep(0.1)
+            assert len(await transcribed("done")) == 1 and "held" in first.sessions
+        async with SttService(abus, models=client) as second:  # resumes at "held"'s first frame
+            await until(lambda: second.stats.sessions_done >= 1, 30, "the held session to finish after idling")
+            await asyncio.sleep(2.5)  # more than session_idle and a housekeeping period
+            assert second.stats.sessions_done == 1, "the session transcribed before the restart was finished again"
+            assert "done" not in second.sessions
+        assert len(await transcribed("held")) == 1
+
+
 async def test_an_end_naming_frames_that_never_come_and_an_end_after_the_session(stack):
     """An ended session still waiting for frames its end event named is finished without them
     after stt.session_idle, saying so; an end event for a session already transcribed is
     reported as after_end. (Its own prefix, so this service can have a 1 s idle time.)"""
     server, bus, stt, client, tmp = stack
-    config = make_config(server.url, tmp / "cache", nats={"prefix": "idle"}, stt={"session_idle": "1s"})
+    config = make_config(server.url, tmp / "cache", nats={"prefix": "idle"}, stt={"session_idle": "1s"},
+                         streams=SMALL_STREAMS)
     async with open_bus(config, name="stt-idle") as ibus, SttService(ibus, models=client):
         s = ibus.subjects
         audio, rate = await speak(client, [GOOD])

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.helpers import make_config, running_manager, wer
+from tests.helpers import make_config, running_manager, until, wer, worker_pid
 from tests.speech import speak
 from voxbus.audio import encode_pcm
 from voxbus.client import ModelClient
@@ -79,3 +79,35 @@ async def test_sigkill_mid_session_then_restart_gives_every_transcript_exactly_o
             for sentence, t in zip(SENTENCES, kept):
                 assert wer(sentence, t.text) <= 0.2, (sid, sentence, t.text)
             assert all(a.last_seq < b.first_seq for a, b in zip(kept, kept[1:]))  # no audio transcribed twice
+
+
+async def test_an_utterance_whose_deadline_passes_while_the_manager_works_is_asked_again(nats_server, tmp_path,
+                                                                                         caplog):
+    """A model call that times out after the manager accepted it is final for that call, not for
+    the utterance. The Whisper worker is stopped (SIGSTOP) so the STT service's first request,
+    with a 1 s deadline, times out while the manager waits on it; once the worker goes on
+    (SIGCONT) the service's next try stores the transcript, and no error reaches the session."""
+    from voxbus.stt import SttService
+
+    config = make_config(nats_server.url, tmp_path / "cache", client={"deadline": "1s"})
+    async with running_manager(config) as (bus, manager):
+        models = ModelClient(bus.nc, bus.subjects)  # default deadline, for the test's own calls
+        audio, rate = await speak(models, SENTENCES[:1])
+        fmt = AudioFormat(rate=rate)
+        await models.load("whisper-tiny-en")
+        worker = await worker_pid(models, "whisper-tiny-en")
+        caplog.set_level("WARNING", logger="voxbus.stt.transcripts")
+        async with SttService(bus) as stt:
+            os.kill(worker, signal.SIGSTOP)
+            try:
+                await SessionPublisher(bus, "slow-start").publish_pcm(encode_pcm(audio, fmt), fmt)
+                await until(lambda: any("deadline passed" in r.getMessage() for r in caplog.records), 30,
+                            "the first transcription to time out")
+            finally:
+                os.kill(worker, signal.SIGCONT)
+            await until(lambda: stt.stats.sessions_done == 1, 60, "the session to be transcribed")
+        texts = [codec.decode(m.data, Transcript) async for m in
+                 stored(bus.js, bus.subjects.stream("text"), bus.subjects.transcript("slow-start"))]
+        errors = [m async for m in stored(bus.js, bus.subjects.stream("ctl"), bus.subjects.control("slow-start", "error"))]
+    assert not errors, [m.data for m in errors]
+    assert len(texts) == 1 and wer(SENTENCES[0], texts[0].text) <= 0.2, texts

@@ -21,6 +21,8 @@ CODES: dict[str, str] = {
     "frames_missing": "frames between two the STT service received never came (their `seq`s are named); the "
                       "session goes on, with silence where they were, so later times stay true",
     "bad_request": "a say request that does not decode; it is dropped",
+    "unavailable": "a say request the TTS service could not take because the bus did not answer when it read "
+                   "the session's start event and last chunk (for seconds, retried); it is not spoken",
     "(a model error code)": "an utterance, a sentence to speak or a reply the ModelManager refused or failed: the "
                             "code is the manager's (the error table above), for example `model_failed`",
 }

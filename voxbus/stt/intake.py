@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 
 from voxbus.bus import Bus
 from voxbus.errors import InvalidAudio, ProtocolError
+from voxbus.lookups import last_stored
 from voxbus.messages import codec
 from voxbus.messages.audio import AudioFrame
 from voxbus.messages.control import SessionEnd, SessionTranscribed
@@ -59,30 +59,34 @@ class FrameIntake:
         self.sessions: dict[str, SessionState] = {}
 
     async def session(self, sid: str) -> SessionState:
+        """The session in flight under `sid`, or a new one that knows what earlier runs stored.
+        It is kept only once that is known: if the stream cannot say, this raises and the frame
+        stays unacknowledged (redelivered), rather than the session being taken for new."""
         s = self.sessions.get(sid)
         if s is None:
-            s = self.sessions[sid] = SessionState(sid, self.vad.stream(), self.settings)
+            s = SessionState(sid, self.vad.stream(), self.settings)
             await self._recall(s)
+            s = self.sessions.setdefault(sid, s)
         return s
 
     async def _recall(self, s: SessionState) -> None:
-        """What earlier runs already stored for this session: its last transcript and whether it
-        was finished. A new session costs these two direct gets, nothing more."""
-        try:
-            raw = await self.js.get_last_msg(self.subjects.stream("text"), self.subjects.transcript(s.sid), direct=True)
-            last = codec.decode(raw.data, Transcript)
-            s.next_utterance, s.skip_through = last.utterance + 1, last.last_seq
-        except (NotFoundError, ProtocolError):
-            pass
-        try:
-            raw = await self.js.get_last_msg(self.subjects.stream("ctl"), self.subjects.control(s.sid, "transcribed"),
-                                             direct=True)
-            done = codec.decode(raw.data, SessionTranscribed)
+        """Its last stored transcript and whether it was finished: two direct gets."""
+        raw = await last_stored(self.js, self.subjects.stream("text"), self.subjects.transcript(s.sid))
+        if raw is not None:
+            try:
+                last = codec.decode(raw.data, Transcript)
+                s.next_utterance, s.skip_through = last.utterance + 1, last.last_seq
+            except ProtocolError:
+                pass
+        raw = await last_stored(self.js, self.subjects.stream("ctl"), self.subjects.control(s.sid, "transcribed"))
+        if raw is not None:
+            try:
+                done = codec.decode(raw.data, SessionTranscribed)
+            except ProtocolError:
+                return
             s.transcribed_seq = done.last_seq if done.last_seq is not None else -1
             s.transcribed_at = raw.time.timestamp() if raw.time else done.ts
             s.skip_through = max(s.skip_through, s.transcribed_seq)
-        except (NotFoundError, ProtocolError):
-            pass
 
     # -- frames -------------------------------------------------------------------------------
     async def frame(self, msg: Msg) -> SessionState | None:
@@ -138,6 +142,10 @@ class FrameIntake:
                     f"a session id is used once: send new audio as a new session")
         if s.end_seq is not None and head.seq > s.end_seq:
             return f"frame {head.seq} comes after the session's end event (last_seq {s.end_seq})"
+        if s.phase >= Phase.FLUSHED and head.seq > max(s.fed_seq, s.skip_through):
+            why = ("without it, as its end event named it but it had not come within stt.session_idle"
+                   if s.end_seq is not None else "after stt.session_idle with no frames")
+            return f"frame {head.seq} arrived after session {s.sid} was finished {why}"
         return ""
 
     async def _gap(self, s: SessionState, msg: Msg, head: AudioFrame) -> None:
@@ -187,8 +195,14 @@ class FrameIntake:
             if not s.held and not s.pending:
                 self.sessions.pop(sid, None)
             return None
-        if s.end_msg is not None:
-            await s.end_msg.ack()  # a repeated end event: keep the newest
+        if s.end_msg is not None or s.phase >= Phase.FLUSHED:  # ended already (or finished for idleness)
+            first = s.end_seq if s.end_msg is not None else s.max_seq
+            if end.last_seq is not None and (first is None or end.last_seq > first):
+                await self.report(s, "after_end", f"a second end event names frames up to {end.last_seq}, beyond "
+                                  f"the session's end ({'last_seq ' + str(first) if first is not None else 'no last_seq'}"
+                                  f"); the first end stands", end.last_seq, f"{sid}:error:{msg.metadata.sequence.stream}")
+            await msg.ack()
+            return None
         s.end_seq, s.end_msg = end.last_seq, msg
         s.last_heard = time.monotonic()
         s.advance(Phase.ENDED)

@@ -150,8 +150,12 @@ class SttService(BusService):
             final = s.complete and s.phase < Phase.FLUSHED
             position, audio = s.vad_input(final)
             work.append((s, final, position, audio))
-        probs = await asyncio.to_thread(
-            lambda: [s.vad.probabilities(audio) if len(audio) else audio for s, _, _, audio in work])
+        try:
+            probs = await asyncio.to_thread(
+                lambda: [s.vad.probabilities(audio) if len(audio) else audio for s, _, _, audio in work])
+        except Exception:
+            self._dirty.update(s.sid for s in sessions)  # housekeeping wakes the next pass
+            raise
         for (s, final, position, _), p in zip(work, probs):
             try:
                 cuts = s.apply(position, p, final)
@@ -161,9 +165,9 @@ class SttService(BusService):
                 self.writer.start(s)
                 await ack(s.settled())
                 await self.writer.finish_if_done(s)
-            except Exception:  # this session's problem only; the next pass tries it again
+            except Exception:  # this session's problem only; a later pass tries it again
                 log.exception("session %s: speech detection failed", s.sid)
-                self._dirty.add(s.sid)
+                self._dirty.add(s.sid)  # (the final window's padding is not added twice: vad_input)
 
     # -- keeping held frames ours, finishing idle sessions ------------------------------------------
     async def _housekeeping(self) -> None:
@@ -176,6 +180,8 @@ class SttService(BusService):
                     await self._keep(s, now)
                 except Exception:  # a reconnect, say: the next period tries again
                     log.exception("session %s: housekeeping failed", s.sid)
+            if self._dirty:  # sessions a failed detection pass left, even when no frame comes to wake it
+                self._detect_wake.set()
 
     async def _keep(self, s: SessionState, now: float) -> None:
         for f in s.stale(now - float(self.cfg.ack_wait) / 2):
@@ -184,6 +190,9 @@ class SttService(BusService):
         if s.end_msg is not None:
             await s.end_msg.in_progress()
         if now - s.last_heard <= float(self.cfg.session_idle):
+            return
+        if s.transcribed_at is not None and not (s.held or s.pending):
+            self.sessions.pop(s.sid, None)  # transcribed before (frames of it seen again): never twice
             return
         if s.phase is Phase.OPEN:
             if not (s.held or s.pending or s.max_seq >= 0):

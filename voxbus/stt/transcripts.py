@@ -20,7 +20,7 @@ import stamina
 from voxbus.bus import Bus
 from voxbus.client.model_client import ModelClient
 from voxbus.config.schema import SttConfig
-from voxbus.errors import ModelError
+from voxbus.errors import ModelError, Timeout
 from voxbus.messages import codec
 from voxbus.messages.audio import AudioFormat
 from voxbus.messages.control import SessionTranscribed
@@ -82,7 +82,9 @@ class TranscriptWriter:
         await self.finish_if_done(s)
 
     def _retry_model_error(self, exc: Exception) -> bool | float:
-        if not isinstance(exc, ModelError) or not exc.transient or self.stopping():
+        """Transient model errors, and a deadline that passed while the manager worked (final for
+        that call, not for the utterance: an utterance is transcribed or reported, never dropped)."""
+        if not isinstance(exc, ModelError) or not (exc.transient or isinstance(exc, Timeout)) or self.stopping():
             return False
         log.warning("transcription failed (%s); retrying", exc)
         return exc.retry_after or True  # an overloaded manager says when

@@ -14,8 +14,8 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+import nats.errors
 from nats.aio.msg import Msg
-from nats.js.errors import NotFoundError
 
 from voxbus.audio import frame_bytes
 from voxbus.bus import Bus
@@ -29,6 +29,7 @@ from voxbus.sentences import SentenceSplitter, speakable
 from voxbus.service_base import BusService
 from voxbus.session_errors import report_session_error
 from voxbus.consumers import bind_resuming
+from voxbus.lookups import last_stored
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,9 @@ class TtsService(BusService):
     async def _session(self, sid: str) -> _Session:
         s = self.sessions.get(sid)
         if s is None:
-            s = self.sessions[sid] = _Session(sid)
-            await self._recall(s)
+            s = _Session(sid)
+            await self._recall(s)  # kept only once known (lookups.py), or chunk numbers could restart
+            s = self.sessions.setdefault(sid, s)
         if s.worker is None or s.worker.done():
             s.worker = asyncio.create_task(self._speak(s), name=f"tts-{sid}")
         return s
@@ -93,18 +95,19 @@ class TtsService(BusService):
         """The voice and output format the session asked for when it started, if it did, and
         where its chunk numbering goes on: a session forgotten while idle (or spoken for by an
         earlier run) keeps counting from its last stored chunk, never from 0 again."""
-        js = self.bus.js
-        try:
-            raw = await js.get_last_msg(self.subjects.stream("ctl"), self.subjects.control(s.sid, "start"), direct=True)
-            start = codec.decode(raw.data, SessionStart)
-            s.voice, s.output = start.voice, start.output
-        except (NotFoundError, ProtocolError):
-            pass
-        try:
-            raw = await js.get_last_msg(self.subjects.stream("audio"), self.subjects.audio_out(s.sid), direct=True)
-            s.seq = codec.decode_meta(raw.headers, SpeechChunk).seq + 1
-        except (NotFoundError, ProtocolError):
-            pass
+        raw = await last_stored(self.bus.js, self.subjects.stream("ctl"), self.subjects.control(s.sid, "start"))
+        if raw is not None:
+            try:
+                start = codec.decode(raw.data, SessionStart)
+                s.voice, s.output = start.voice, start.output
+            except ProtocolError:
+                pass
+        raw = await last_stored(self.bus.js, self.subjects.stream("audio"), self.subjects.audio_out(s.sid))
+        if raw is not None:
+            try:
+                s.seq = codec.decode_meta(raw.headers, SpeechChunk).seq + 1
+            except ProtocolError:
+                pass
 
     async def _on_say(self, msg: Msg) -> None:
         sid = self.subjects.session_from(msg.subject)
@@ -116,7 +119,12 @@ class TtsService(BusService):
             return
         # Acknowledged at once: after a crash, a reply's stale speech is not worth speaking late.
         await msg.ack()
-        s = await self._session(sid)
+        try:
+            s = await self._session(sid)
+        except nats.errors.Error as exc:
+            await self._error(sid, "unavailable", f"the session's stored state could not be read ({exc!r}); this "
+                              f"text is not spoken")
+            return
         voice, fmt = req.voice or s.voice, req.format or s.output
         splitter = s.splitters.setdefault(req.turn, SentenceSplitter())
         pieces = splitter.feed(req.text) + (splitter.flush() if req.final else [])

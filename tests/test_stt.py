@@ -45,6 +45,19 @@ async def stack(tmp_path_factory):
 
 
 
+def frames_20ms(audio, rate: int) -> tuple[AudioFormat, list[bytes]]:
+    """s16 frames of 20 ms, as a live source sends them (a last partial frame is left out)."""
+    fmt = AudioFormat(rate=rate)
+    pcm = encode_pcm(audio, fmt)
+    step = frame_bytes(fmt, 20)
+    return fmt, [pcm[i:i + step] for i in range(0, len(pcm) - step + 1, step)]
+
+
+async def send_frame(bus, sid: str, fmt: AudioFormat, seq: int, data: bytes) -> None:
+    await bus.js.publish(bus.subjects.audio_in(sid), data,
+                         headers=codec.meta_headers(AudioFrame(format=fmt, seq=seq, ts=time.time())))
+
+
 SMALL_STREAMS = {family: {"max_bytes": "128MiB"} for family in ("audio", "text", "ctl", "admin", "uploads")}
 """For a test's second prefix on the same server: the defaults reserve 3.4 GiB per prefix."""
 
@@ -232,10 +245,7 @@ async def test_lost_and_repeated_frames_are_noticed_and_time_stays_true(stack):
     audio, rate = await speak(client, sentences)  # 0.4 s, sentence, 0.8 s, sentence, 0.8 s
     first, _ = await client.synthesize(sentences[0])
     first_end = 0.4 + len(first) / 2 / rate
-    fmt = AudioFormat(rate=rate)
-    pcm = encode_pcm(audio, fmt)
-    step = frame_bytes(fmt, 20)
-    frames = [pcm[i:i + step] for i in range(0, len(pcm) - step + 1, step)]
+    fmt, frames = frames_20ms(audio, rate)
     # Lose 0.5 s of the 0.8 s pause: without silence in their place the two sentences would
     # merge (0.3 s < stt.min_silence) and everything after would move 0.5 s early.
     start = int((first_end + 0.15) * 50)  # the frame 0.15 s into the pause
@@ -273,14 +283,10 @@ async def test_frames_and_a_second_end_after_a_session_finished_for_silence_are_
     async with open_bus(config, name="stt-quiet") as qbus, SttService(qbus) as quiet:
         s = qbus.subjects
         audio, rate = await speak(client, [GOOD])
-        fmt = AudioFormat(rate=rate)
-        pcm = encode_pcm(audio, fmt)
-        step = frame_bytes(fmt, 20)
-        frames = [pcm[i:i + step] for i in range(0, len(pcm) - step + 1, step)]
+        fmt, frames = frames_20ms(audio, rate)
 
         async def send(sid, seq):
-            await qbus.js.publish(s.audio_in(sid), frames[seq], headers=codec.meta_headers(
-                AudioFrame(format=fmt, seq=seq, ts=time.time())))
+            await send_frame(qbus, sid, fmt, seq, frames[seq])
         for seq in range(len(frames) - 10):
             await send("hushed", seq)
             await send("twice", seq)
@@ -319,17 +325,13 @@ async def test_a_restart_that_sees_a_transcribed_session_again_does_not_finish_i
     config = make_config(server.url, tmp / "cache", nats={"prefix": "again"}, streams=SMALL_STREAMS,
                          stt={"session_idle": "1s", "ack_wait": "3s"})
     audio, rate = await speak(client, [GOOD])
-    fmt = AudioFormat(rate=rate)
-    pcm = encode_pcm(audio, fmt)
-    step = frame_bytes(fmt, 20)
-    frames = [pcm[i:i + step] for i in range(0, len(pcm) - step + 1, step)]
+    fmt, frames = frames_20ms(audio, rate)
     async with open_bus(config, name="stt-again") as abus:
         s = abus.subjects
 
         async def send(sid, seqs):
             for seq in seqs:
-                await abus.js.publish(s.audio_in(sid), frames[seq], headers=codec.meta_headers(
-                    AudioFrame(format=fmt, seq=seq, ts=time.time())))
+                await send_frame(abus, sid, fmt, seq, frames[seq])
 
         async def transcribed(sid):
             return await stored_of(abus, "ctl", s.control(sid, "transcribed"), SessionTranscribed)
@@ -361,13 +363,9 @@ async def test_an_end_naming_frames_that_never_come_and_an_end_after_the_session
     async with open_bus(config, name="stt-idle") as ibus, SttService(ibus, models=client):
         s = ibus.subjects
         audio, rate = await speak(client, [GOOD])
-        fmt = AudioFormat(rate=rate)
-        pcm = encode_pcm(audio, fmt)
-        step = frame_bytes(fmt, 20)
-        frames = [pcm[i:i + step] for i in range(0, len(pcm) - step + 1, step)]
+        fmt, frames = frames_20ms(audio, rate)
         for seq, data in enumerate(frames[:-5]):  # the last five never sent
-            head = AudioFrame(format=fmt, seq=seq, ts=time.time())
-            await ibus.js.publish(s.audio_in("lost-tail"), data, headers=codec.meta_headers(head))
+            await send_frame(ibus, "lost-tail", fmt, seq, data)
         end = SessionEnd(session="lost-tail", last_seq=len(frames) - 1)
         await ibus.js.publish(s.control("lost-tail", "end"), codec.encode(end))
 

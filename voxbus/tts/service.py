@@ -121,7 +121,7 @@ class TtsService(BusService):
         await msg.ack()
         try:
             s = await self._session(sid)
-        except nats.errors.Error as exc:
+        except (nats.errors.Error, TimeoutError) as exc:  # what lookups.last_stored raises after its retries
             await self._error(sid, "unavailable", f"the session's stored state could not be read ({exc!r}); this "
                               f"text is not spoken")
             return

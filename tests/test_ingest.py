@@ -49,7 +49,7 @@ async def test_publisher_frames_a_file_and_ends_with_the_last_seq(nats_server, t
     pcm = (np.arange(16160) % 2000 - 1000).astype("<i2").tobytes()  # 1.01 s: 50 whole frames + a partial one
     async with open_bus(config) as bus:
         inflight = []
-        pub = SessionPublisher(bus, "ing-1", on_frame=lambda n, t: inflight.append(pub.js.publish_async_pending()))
+        pub = SessionPublisher(bus, "ing-1", on_frame=lambda n, t: inflight.append(pub.frames.js.publish_async_pending()))
         assert await pub.publish_pcm(pcm, fmt) == 51
         frames, events = await read_session(bus, "ing-1")
     assert max(inflight) <= 8  # the async-publish window bounds frames in flight

@@ -2,7 +2,9 @@
 
     VoxbusError
     ├── ConfigError             a configuration file, override or model entry is invalid
-    ├── ServerError             the embedded nats-server cannot start (binary missing, port taken)
+    ├── ServerError             the embedded nats-server cannot start (binary missing, port taken),
+    │   │                       or the bus cannot store what a publisher sends
+    │   └── FramesNotStored     frames the bus did not store within ingest.retry_window (counted)
     ├── ProtocolError           a message on the wire does not decode
     ├── InvalidName             a session id or subject token that would change NATS routing
     │   ├── InvalidSessionId
@@ -51,6 +53,14 @@ class ConfigError(VoxbusError):
 
 class ServerError(VoxbusError):
     pass
+
+
+class FramesNotStored(ServerError):
+    """Raised after a session's end event went out: `lost` frame numbers of `sent` were never stored."""
+
+    def __init__(self, message: str, *, lost: list[int], sent: int) -> None:
+        super().__init__(message)
+        self.lost, self.sent = lost, sent
 
 
 class ProtocolError(VoxbusError):

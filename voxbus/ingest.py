@@ -6,15 +6,16 @@
 
 Frames go out through JetStream async publish with a bounded window: the bus gets them as fast
 as it takes them without a round trip per frame, and a full window pushes back on the source.
+A frame the bus did not store (a broker restart) is sent again (`voxbus/reliable_publish.py`).
 Every PubAck is checked before the session's end event goes out, so a session that reports
-success had every frame stored.
+success had every frame stored; one that could not store some says how many, after its end
+event went out all the same.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from pathlib import Path
 from typing import AsyncIterable, Callable
 
@@ -23,15 +24,16 @@ import soundfile as sf
 
 from voxbus.audio import encode_pcm, frame_bytes
 from voxbus.bus import Bus
-from voxbus.errors import AudioFileError, ServerError
+from voxbus.errors import AudioFileError, FramesNotStored, InvalidSessionId, ServerError
 from voxbus.messages import codec
 from voxbus.messages.audio import AudioFormat, AudioFrame
 from voxbus.messages.control import SessionEnd, SessionStart
+from voxbus.reliable_publish import FramePublisher, store
+from voxbus.streams import DUPLICATE_WINDOW_S
 
 # libsndfile subtype -> (numpy dtype to read as, wire sample type): keep integer audio integer.
 _SUBTYPES = {"FLOAT": ("float32", "f32le"), "DOUBLE": ("float32", "f32le"),
              "PCM_24": ("int32", "s32le"), "PCM_32": ("int32", "s32le")}
-ACK_TIMEOUT_S = 30.0
 
 
 def read_audio(path: str | Path) -> tuple[bytes, AudioFormat]:
@@ -70,10 +72,12 @@ class SessionPublisher:
         self.output, self.voice = output, voice  # what the session wants its speech replies as
         self.assistant = assistant  # whether the assistant should answer it (None: the deployment's default)
         self.on_frame = on_frame  # progress: (frames sent, seconds of audio sent)
-        self.js = bus.nc.jetstream(publish_async_max_pending=self.window)
+        ingest = bus.config.ingest
+        self.ack_timeout, self.retry_window = float(ingest.ack_timeout), float(ingest.retry_window)
+        self.frames = FramePublisher(bus.nc, self.subject, window=self.window, ack_timeout=self.ack_timeout,
+                                     retry_window=self.retry_window)
         self.seq = 0
         self.offset = 0.0  # session time of the next frame
-        self._inflight: deque[asyncio.Future] = deque()
         self._clock: float | None = None
         self._started = False
         self._rest = b""  # a partial frame carried to the next block
@@ -105,44 +109,46 @@ class SessionPublisher:
             if ahead > 0:
                 await asyncio.sleep(ahead)
         head = AudioFrame(format=fmt, seq=self.seq, ts=time.time(), offset=round(self.offset, 6))
-        self._inflight.append(await self.js.publish_async(self.subject, chunk, headers=codec.meta_headers(head)))
-        while self._inflight and self._inflight[0].done():
-            self._check(self._inflight.popleft())
+        headers = codec.meta_headers(head)
+        headers["Nats-Msg-Id"] = f"{self.session}:f{self.seq}"  # a frame sent again is stored once
+        await self.frames.send(self.seq, chunk, headers)
         self.seq += 1
         self.offset += fmt.duration(len(chunk))
         if self.on_frame:
             self.on_frame(self.seq, self.offset)
 
-    def _check(self, fut: asyncio.Future) -> None:
-        exc = fut.exception()
-        if exc is not None:
-            raise ServerError(f"session {self.session}: a frame was not stored: {exc}")
-
     async def end(self, reason: str = "eos") -> int:
-        """Flush the last partial frame, wait until every frame is stored, then publish the end
-        event. Returns how many frames were published."""
+        """Flush the last partial frame, wait until every frame is stored (or counted lost), then
+        publish the end event. Returns how many frames were published; raises FramesNotStored,
+        after the end event, if some never were."""
         if self._rest:
             await self._frame(self._rest, self._rest_format)
             self._rest = b""
-        pending = list(self._inflight)
-        self._inflight.clear()
-        if pending:
-            done, not_done = await asyncio.wait(pending, timeout=ACK_TIMEOUT_S)
-            if not_done:
-                raise ServerError(f"session {self.session}: {len(not_done)} frames unacknowledged after {ACK_TIMEOUT_S:g}s")
-            for fut in done:
-                self._check(fut)
+        await self.frames.flush()
         event = SessionEnd(session=self.session, ts=time.time(), reason=reason,
                            last_seq=self.seq - 1 if self.seq else None)
         await self.start()
         await self._store(self.bus.subjects.control(self.session, "end"), codec.encode(event), "end")
+        lost = self.frames.lost
+        if lost:
+            raise FramesNotStored(
+                f"session {self.session}: {len(lost)} of {self.seq} frames could not be stored within "
+                f"{self.retry_window:g} s ({_ranges(lost)}); the end event went out, so the STT service "
+                f"reports them missing", lost=list(lost), sent=self.seq)
         return self.seq
 
     async def _store(self, subject: str, data: bytes, event: str) -> None:
-        try:  # a retried publish of the same event is stored once
-            await self.bus.js.publish(subject, data, headers={"Nats-Msg-Id": f"{self.session}:{event}"})
-        except Exception as exc:
-            raise ServerError(f"session {self.session}: cannot publish to {subject}: {exc}") from None
+        # A retried publish of the same event is stored once.
+        stored = await store(self.bus.nc, self.bus.js, subject, data, {"Nats-Msg-Id": f"{self.session}:{event}"},
+                             until=time.monotonic() + self.retry_window, timeout=self.ack_timeout)
+        if stored is None:
+            raise ServerError(f"session {self.session}: the {event} event could not be stored on {subject} "
+                              f"within {self.retry_window:g} s")
+        ack, tries = stored
+        if event == "start" and ack.duplicate and tries == 1:
+            raise InvalidSessionId(
+                f"session {self.session} was already started in the last {DUPLICATE_WINDOW_S / 60:g} minutes; a "
+                f"session id is used once (its frames would be dropped as copies): publish as a new session")
 
     async def publish_blocks(self, blocks: AsyncIterable[bytes | np.ndarray], fmt: AudioFormat) -> int:
         """The live-source API: PCM blocks (bytes in `fmt`, or float arrays in [-1, 1] shaped
@@ -160,3 +166,15 @@ class SessionPublisher:
         await self.send(pcm, fmt)
         return await self.end()
 
+
+
+def _ranges(seqs: list[int]) -> str:
+    """[3, 4, 5, 9] -> 'frames 3-5, 9'."""
+    parts, start = [], None
+    for i, s in enumerate(seqs):
+        if start is None:
+            start = s
+        if i + 1 == len(seqs) or seqs[i + 1] != s + 1:
+            parts.append(f"{start}" if start == s else f"{start}-{s}")
+            start = None
+    return "frames " + ", ".join(parts)

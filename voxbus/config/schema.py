@@ -180,6 +180,12 @@ class IngestConfig(_Cfg):
     """Audio frame length published by `voxbus publish` and the live-source API."""
     window: Annotated[int, Meta(ge=1, le=100_000)] = 512
     """Frames published without waiting for their JetStream ack (bounded async-publish window)."""
+    ack_timeout: Duration = Duration(3)
+    """A frame whose ack has not come in this long is sent again (it carries a Nats-Msg-Id, so a
+    copy the server already stored is dropped there)."""
+    retry_window: Duration = Duration(60)
+    """How long a publisher keeps trying to store a frame or event (a broker restart, say) before
+    counting it lost; under the streams' 2-minute duplicate window."""
 
 
 class SttConfig(_Cfg):

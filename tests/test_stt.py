@@ -277,6 +277,30 @@ async def test_lost_and_repeated_frames_are_noticed_and_time_stays_true(stack):
     assert abs(texts[-1].end - speech_end) < 0.25, (texts[-1].end, speech_end)
 
 
+async def test_frames_stored_out_of_order_are_put_back_in_order(stack):
+    """What a publisher's resend after a broker restart stores: a run of frames after later ones.
+    They are fed in seq order (stt.reorder_wait), so nothing is reported missing or lost."""
+    server, bus, stt, client, tmp = stack
+    sentences = ["The first sentence is about the apples growing in our garden.",
+                 "The second one talks about the bananas we bought at the market."]
+    audio, rate = await speak(client, sentences)
+    fmt, frames = frames_20ms(audio, rate)
+    late = range(60, 90)  # 0.6 s inside the first sentence
+    order = [q for q in range(len(frames)) if q not in late]
+    order = order[:60] + order[60:120] + list(late) + order[120:]  # 60 frames overtake the late ones
+    for seq in order:
+        await send_frame(bus, "shuffled", fmt, seq, frames[seq])
+    await bus.js.publish(bus.subjects.control("shuffled", "end"),
+                         codec.encode(SessionEnd(session="shuffled", last_seq=len(frames) - 1)))
+    for _ in range(300):
+        if await stored_of(bus, "ctl", bus.subjects.control("shuffled", "transcribed"), SessionTranscribed):
+            break
+        await asyncio.sleep(0.1)
+    assert not await stored_of(bus, "ctl", bus.subjects.control("shuffled", "error"), SessionError)
+    texts = await stored_of(bus, "text", bus.subjects.transcript("shuffled"), Transcript)
+    assert wer(" ".join(sentences), " ".join(t.text for t in texts)) <= 0.15, [t.text for t in texts]
+
+
 async def test_frames_and_a_second_end_after_a_session_finished_for_silence_are_after_end(stack):
     """A session finished after stt.session_idle without an end event refuses a frame that comes
     later (after_end), even while its last utterance is still waiting for a manager, and so does

@@ -209,6 +209,10 @@ class SttConfig(_Cfg):
     """Frames held unacknowledged across all sessions (speech waiting for its transcript)."""
     session_idle: Duration = Duration(120)
     """A session with no frames for this long is finished as if it had ended."""
+    reorder_wait: Duration = Duration(5)
+    """A frame that comes after a gap waits this long for the missing ones (a publisher sending
+    them again after a broker restart stores them after later ones) before the gap is reported
+    as frames_missing; 0: at once. At most a third of ack_wait."""
     start: Literal["new", "all"] = "new"
     """Where a brand-new durable consumer starts in the AUDIO stream (later runs resume)."""
 

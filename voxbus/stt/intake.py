@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 MAX_ERROR_EVENTS = 20
 """Frame error events per session; a stream of garbage frames gets a summary, not a flood."""
+MAX_EARLY = 2000
+"""Frames of one session kept waiting after a gap (40 s of 20 ms frames); past that, at once."""
 
 
 @dataclass
@@ -49,8 +51,11 @@ class SttStats:
 
 
 class FrameIntake:
-    def __init__(self, bus: Bus, vad: SileroVad, settings: CutterSettings, stats: SttStats) -> None:
+    def __init__(self, bus: Bus, vad: SileroVad, settings: CutterSettings, stats: SttStats,
+                 reorder_wait: float = 0.0) -> None:
         self.bus = bus
+        self.reorder_wait = reorder_wait
+        self.waiting: set[str] = set()  # sessions with frames waiting for earlier ones
         self.js: JetStreamContext = bus.js
         self.subjects = bus.subjects
         self.vad = vad
@@ -115,18 +120,51 @@ class FrameIntake:
             if not any(f.seq == head.seq for f in reversed(s.held)):
                 await msg.ack()  # a second copy of a frame already taken (a publisher's retry)
             return None  # (or a redelivery of one still held: the held one will be acknowledged)
-        if s.fed_seq >= 0 and head.seq > s.fed_seq + 1:
-            await self._gap(s, msg, head)
-        try:
-            s.feed(msg.data, head.format, head.seq, head.offset, msg)
-        except InvalidAudio as exc:
-            s.skip(head.seq, frame_seconds(msg.data, head))
-            await self._reject(s, msg, "invalid_audio", exc.message, head.seq)
+        if s.fed_seq >= 0 and head.seq > s.fed_seq + 1 and self.reorder_wait > 0 and len(s.early) < MAX_EARLY:
+            s.early.setdefault(head.seq, (msg, head))  # (a redelivery of one waiting: the first is kept)
+            if s.early_since is None:
+                s.early_since = time.monotonic()
+                self.waiting.add(s.sid)
             return None
-        self.stats.frames += 1
-        if head.ts > 0:
-            self.stats.lag_s.append(time.time() - head.ts)
+        return await self._take(s, msg, head)
+
+    async def _take(self, s: SessionState, msg: Msg, head: AudioFrame) -> SessionState:
+        """Feed a frame (after reporting the gap before it, if any), then the frames that waited
+        for it, in order."""
+        while True:
+            if s.fed_seq >= 0 and head.seq > s.fed_seq + 1:
+                await self._gap(s, msg, head)
+            try:
+                s.feed(msg.data, head.format, head.seq, head.offset, msg)
+                self.stats.frames += 1
+                if head.ts > 0:
+                    self.stats.lag_s.append(time.time() - head.ts)
+            except InvalidAudio as exc:
+                s.skip(head.seq, frame_seconds(msg.data, head))
+                await self._reject(s, msg, "invalid_audio", exc.message, head.seq)
+            if s.fed_seq + 1 not in s.early:
+                break
+            msg, head = s.early.pop(s.fed_seq + 1)
+        if not s.early:
+            s.early_since = None
+            self.waiting.discard(s.sid)
         return s
+
+    async def stop_waiting(self, now: float) -> list[SessionState]:
+        """Sessions whose frames after a gap waited `stt.reorder_wait` in vain: report the gap,
+        feed what came. The sessions fed."""
+        fed = []
+        for sid in list(self.waiting):
+            s = self.sessions.get(sid)
+            if s is None or not s.early:
+                self.waiting.discard(sid)
+                continue
+            if s.early_since is not None and now - s.early_since >= self.reorder_wait:
+                seq = min(s.early)
+                msg, head = s.early.pop(seq)
+                s.early_since = now if s.early else None  # frames after a further gap wait anew
+                fed.append(await self._take(s, msg, head))
+        return fed
 
     @staticmethod
     def _after_end(s: SessionState, head: AudioFrame, msg: Msg) -> str:

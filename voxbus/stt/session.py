@@ -86,6 +86,8 @@ class SessionState:
         self.last_heard = time.monotonic()  # the last frame or end event: the idle clock
         self.errors = 0
         self.worker = None  # asyncio task transcribing `pending`
+        self.early: dict[int, tuple[object, object]] = {}  # seq -> (msg, AudioFrame): come after a gap
+        self.early_since: float | None = None  # when the oldest of them came (the reorder clock)
 
     # -- audio in -------------------------------------------------------------------------------
     def feed(self, pcm: bytes, fmt: AudioFormat, seq: int, offset: float | None, msg: object) -> None:
@@ -205,4 +207,4 @@ class SessionState:
     @property
     def complete(self) -> bool:
         """Every frame up to the end event's last_seq has arrived."""
-        return self.phase >= Phase.ENDED and (self.end_seq is None or self.max_seq >= self.end_seq)
+        return self.phase >= Phase.ENDED and not self.early and (self.end_seq is None or self.max_seq >= self.end_seq)

@@ -42,7 +42,7 @@ def size(n: float, units: tuple[tuple[str, int], ...]) -> str:
 
 def subjects_section() -> str:
     tags = {m.__struct_config__.tag: m.__name__ for members in UNIONS.values() for m in members}
-    rows = [(S.audio_in(SID), "client (audio source)", "raw PCM", "`Vox-Meta`: AudioFrame"),
+    rows = [(S.audio_in(SID), "client (audio source)", "raw PCM", f"`Vox-Meta`: AudioFrame; `Nats-Msg-Id: {SID}:f<seq>` from voxbus's publisher"),
             (S.audio_out(SID), "TTS service", "raw PCM", "`Vox-Meta`: SpeechChunk"),
             (S.transcript(SID), "STT service", "Transcript", f"`Nats-Msg-Id: {SID}:<utterance>`"),
             (S.reply(SID), "LLM service", "ReplyChunk", ""),

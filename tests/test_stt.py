@@ -423,3 +423,23 @@ async def test_an_end_naming_frames_that_never_come_and_an_end_after_the_session
         assert [e.code for e in errors] == ["frames_missing", "after_end"], errors
         assert "after session lost-tail was transcribed" in errors[1].message
         assert len(await transcribed()) == 1
+
+
+async def test_a_deleted_text_stream_is_put_back_and_the_session_transcribed(stack):
+    """An operator deletes VOX_TEXT under a running STT service: the service creates it again (a
+    stream that is missing answers nobody, and would stay so) and the next session is transcribed."""
+    server, bus, stt, client, tmp = stack
+    audio, rate = await speak(client, [GOOD])
+    fmt, frames = frames_20ms(audio, rate)
+    await bus.js.delete_stream("VOX_TEXT")
+    for seq, data in enumerate(frames):
+        await send_frame(bus, "healed", fmt, seq, data)
+    await bus.js.publish(bus.subjects.control("healed", "end"),
+                         codec.encode(SessionEnd(session="healed", last_seq=len(frames) - 1)))
+    for _ in range(300):
+        if await stored_of(bus, "ctl", bus.subjects.control("healed", "transcribed"), SessionTranscribed):
+            break
+        await asyncio.sleep(0.1)
+    texts = await stored_of(bus, "text", bus.subjects.transcript("healed"), Transcript)
+    assert len(texts) == 1 and wer(GOOD, texts[0].text) <= 0.2, texts
+    assert not await stored_of(bus, "ctl", bus.subjects.control("healed", "error"), SessionError)

@@ -5,22 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from urllib.parse import urlsplit
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import AsyncIterator
 
 import nats
+import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from nats.js.errors import NotFoundError
 
 from voxbus.config.schema import Config
 from voxbus.errors import ServerError
 from voxbus.server import NatsServer, port_in_use
 from voxbus.streams import ensure_streams
-from voxbus.subjects import Subjects
+from voxbus.subjects import STREAM_FAMILIES, Subjects
 
 log = logging.getLogger(__name__)
+
+HEAL_EVERY_S = 2.0
 
 
 @dataclass
@@ -32,9 +38,36 @@ class Bus:
     server: NatsServer | None = None
     """Set when this process started the embedded server (and will stop it)."""
 
+    _healed_at: float = 0.0
+
     @property
     def url(self) -> str:
         return self.nc.connected_url.geturl() if self.nc.connected_url else ""
+
+    async def store(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> PubAck:
+        """A JetStream publish that puts voxbus's streams back if one went missing (deleted by an
+        operator, say): with no stream for the subject nobody answers, and it would stay so."""
+        try:
+            return await self.js.publish(subject, data, headers=headers)
+        except nats.errors.NoRespondersError:
+            await self.heal_streams()
+            raise  # (the caller's retry finds the stream)
+
+    async def heal_streams(self) -> None:
+        """Create any voxbus stream that is missing, at most once per HEAL_EVERY_S."""
+        now = time.monotonic()
+        if now - self._healed_at < HEAL_EVERY_S:
+            return
+        self._healed_at = now
+        missing = []
+        for name in (self.subjects.stream(f) for f in STREAM_FAMILIES):
+            try:
+                await self.js.stream_info(name)
+            except NotFoundError:
+                missing.append(name)
+        if missing:
+            log.warning("streams %s are missing: creating them again (what they held is gone)", ", ".join(missing))
+            await ensure_streams(self.js, self.subjects, self.config.streams)
 
 
 async def connect(url: str, name: str, timeout: float = 5.0) -> Client:

@@ -15,8 +15,9 @@ import logging
 import nats.errors
 import stamina
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError, ServiceUnavailableError
+
+from voxbus.bus import Bus
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +32,18 @@ def _no_answer(exc: Exception) -> bool:
     return False
 
 
-async def last_stored(js: JetStreamContext, stream: str, subject: str) -> Msg | None:
+async def last_stored(bus: Bus, stream: str, subject: str) -> Msg | None:
     """The last message `stream` holds on `subject`, None if it holds none; raises what the
-    server still answers after the retries (nats errors)."""
+    server still answers after the retries (nats errors). A stream that went missing (nobody
+    answers a direct get on it) is created again, empty: what it held is gone either way."""
     try:
         async for attempt in stamina.retry_context(on=_no_answer, **RETRY):
             with attempt:
-                return await js.get_last_msg(stream, subject, direct=True)
+                try:
+                    return await bus.js.get_last_msg(stream, subject, direct=True)
+                except nats.errors.NoRespondersError:
+                    await bus.heal_streams()
+                    raise
     except NotFoundError:
         return None
     return None  # (not reached: the last attempt raises)

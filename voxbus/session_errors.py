@@ -36,7 +36,7 @@ async def report_session_error(bus: Bus, sid: str, code: str, message: str, *, s
     log.warning("session %s: %s: %s", sid, code, message)
     event = SessionError(session=sid, ts=time.time(), code=code, message=message, seq=seq)
     try:
-        await bus.js.publish(bus.subjects.control(sid, "error"), codec.encode(event),
+        await bus.store(bus.subjects.control(sid, "error"), codec.encode(event),
                              headers={"Nats-Msg-Id": msg_id} if msg_id else None)
     except Exception as exc:
         log.warning("could not publish an error event for %s: %s", sid, exc)

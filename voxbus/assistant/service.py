@@ -179,7 +179,7 @@ class Assistant(BusService):
 
     async def _say(self, sid: str, turn: int, text: str, final: bool) -> None:
         req = SayRequest(text=text, turn=turn, voice=self.cfg.voice, final=final)
-        await self.bus.js.publish(self.subjects.say(sid), codec.encode(req))
+        await self.bus.store(self.subjects.say(sid), codec.encode(req))
 
     async def _error(self, sid: str, code: str, message: str) -> None:
         await report_session_error(self.bus, sid, code, message)

@@ -76,14 +76,14 @@ class FrameIntake:
 
     async def _recall(self, s: SessionState) -> None:
         """Its last stored transcript and whether it was finished: two direct gets."""
-        raw = await last_stored(self.js, self.subjects.stream("text"), self.subjects.transcript(s.sid))
+        raw = await last_stored(self.bus, self.subjects.stream("text"), self.subjects.transcript(s.sid))
         if raw is not None:
             try:
                 last = codec.decode(raw.data, Transcript)
                 s.next_utterance, s.skip_through = last.utterance + 1, last.last_seq
             except ProtocolError:
                 pass
-        raw = await last_stored(self.js, self.subjects.stream("ctl"), self.subjects.control(s.sid, "transcribed"))
+        raw = await last_stored(self.bus, self.subjects.stream("ctl"), self.subjects.control(s.sid, "transcribed"))
         if raw is not None:
             try:
                 done = codec.decode(raw.data, SessionTranscribed)

@@ -121,7 +121,7 @@ class TranscriptWriter:
         data = codec.encode(transcript)
         async for attempt in stamina.retry_context(on=self._retry_store, **FOREVER):
             with attempt:
-                await self.js.publish(self.subjects.transcript(s.sid), data, headers={"Nats-Msg-Id": f"{s.sid}:{index}"})
+                await self.bus.store(self.subjects.transcript(s.sid), data, headers={"Nats-Msg-Id": f"{s.sid}:{index}"})
         s.next_utterance += 1
         self.stats.utterances += 1
 
@@ -136,7 +136,7 @@ class TranscriptWriter:
         try:
             async for attempt in stamina.retry_context(on=self._retry_store, **FOREVER):
                 with attempt:
-                    await self.js.publish(self.subjects.control(s.sid, "transcribed"), codec.encode(event),
+                    await self.bus.store(self.subjects.control(s.sid, "transcribed"), codec.encode(event),
                                           headers={"Nats-Msg-Id": f"{s.sid}:transcribed"})
         except BaseException:
             s.phase = Phase.FLUSHED  # stopping (or a bug): the next run, or the next pass, finishes it

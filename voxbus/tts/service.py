@@ -95,14 +95,14 @@ class TtsService(BusService):
         """The voice and output format the session asked for when it started, if it did, and
         where its chunk numbering goes on: a session forgotten while idle (or spoken for by an
         earlier run) keeps counting from its last stored chunk, never from 0 again."""
-        raw = await last_stored(self.bus.js, self.subjects.stream("ctl"), self.subjects.control(s.sid, "start"))
+        raw = await last_stored(self.bus, self.subjects.stream("ctl"), self.subjects.control(s.sid, "start"))
         if raw is not None:
             try:
                 start = codec.decode(raw.data, SessionStart)
                 s.voice, s.output = start.voice, start.output
             except ProtocolError:
                 pass
-        raw = await last_stored(self.bus.js, self.subjects.stream("audio"), self.subjects.audio_out(s.sid))
+        raw = await last_stored(self.bus, self.subjects.stream("audio"), self.subjects.audio_out(s.sid))
         if raw is not None:
             try:
                 s.seq = codec.decode_meta(raw.headers, SpeechChunk).seq + 1
@@ -194,7 +194,7 @@ class TtsService(BusService):
 
     async def _publish(self, s: _Session, chunk: SpeechChunk, pcm: bytes) -> None:
         s.seq += 1
-        await self.bus.js.publish(self.subjects.audio_out(s.sid), pcm, headers=codec.meta_headers(chunk))
+        await self.bus.store(self.subjects.audio_out(s.sid), pcm, headers=codec.meta_headers(chunk))
 
     async def _error(self, sid: str, code: str, message: str) -> None:
         await report_session_error(self.bus, sid, code, message)

@@ -111,3 +111,35 @@ async def test_an_utterance_whose_deadline_passes_while_the_manager_works_is_ask
         errors = [m async for m in stored(bus.js, bus.subjects.stream("ctl"), bus.subjects.control("slow-start", "error"))]
     assert not errors, [m.data for m in errors]
     assert len(texts) == 1 and wer(SENTENCES[0], texts[0].text) <= 0.2, texts
+
+
+async def test_a_deleted_consumer_is_created_again_where_it_was(nats_server, tmp_path):
+    """Someone deletes the STT's durable consumer, once while the service runs and once while it
+    is down: each time it is bound again at the floor it had recorded, not at NEW, and the
+    sessions sent meanwhile are transcribed."""
+    from voxbus.stt import SttService
+
+    config = make_config(nats_server.url, tmp_path / "cache", stt={"ack_wait": "3s"})  # checks every second
+    async with running_manager(config) as (bus, manager):
+        audio, rate = await speak(ModelClient.from_bus(bus), SENTENCES[:1])
+        fmt = AudioFormat(rate=rate)
+        pcm = encode_pcm(audio, fmt)
+        durable, stream = bus.subjects.consumer("stt"), bus.subjects.stream("audio")
+
+        async def texts(sid):
+            return [codec.decode(m.data, Transcript)
+                    async for m in stored(bus.js, bus.subjects.stream("text"), bus.subjects.transcript(sid))]
+        async with SttService(bus) as stt:
+            await SessionPublisher(bus, "before").publish_pcm(pcm, fmt)
+            await until(lambda: stt.stats.sessions_done == 1, 60, "the first session")
+            await bus.js.delete_consumer(stream, durable)
+            await SessionPublisher(bus, "while-running").publish_pcm(pcm, fmt)
+            await until(lambda: stt.stats.sessions_done == 2, 60, "the session sent after the consumer was deleted")
+            assert stt._subs[0].rebound == 1
+        await bus.js.delete_consumer(stream, durable)  # and again, with the service down
+        await SessionPublisher(bus, "while-down").publish_pcm(pcm, fmt)
+        async with SttService(bus) as stt:
+            await until(lambda: stt.stats.sessions_done >= 1, 60, "the session sent while the service was down")
+        for sid in ("before", "while-running", "while-down"):
+            found = await texts(sid)
+            assert len(found) == 1 and wer(SENTENCES[0], found[0].text) <= 0.2, (sid, found)

@@ -27,14 +27,19 @@ IDLE_HEARTBEAT_S = 5.0
 
 async def bind_resuming(js: JetStreamContext, *, stream: str, durable: str, filter_subject: str,
                         cb: Callable[[Msg], Awaitable[None]], ack_wait: float, max_ack_pending: int,
-                        start_new: bool):
-    """Push-subscribe `durable` on `stream`, resuming at its ack floor (see the module doc)."""
+                        start_new: bool, recorded_floor: int | None = None):
+    """Push-subscribe `durable` on `stream`, resuming at its ack floor (see the module doc); a
+    consumer that is gone resumes at `recorded_floor` (a stream sequence) when one is known."""
     deliver = DeliverPolicy.NEW if start_new else DeliverPolicy.ALL
     start_seq = None
     try:
         info = await js.consumer_info(stream, durable)
     except NotFoundError:
         info = None
+    if info is None and recorded_floor is not None:
+        start_seq, deliver = recorded_floor, DeliverPolicy.BY_START_SEQUENCE
+        log.warning("%s: consumer %s is gone; creating it again at stream sequence %d, where it had got to",
+                    stream, durable, start_seq)
     if info is not None:
         # The server starts a new consumer's ack floor just before its first message, so the
         # floor is meaningful even when nothing has been acknowledged yet.

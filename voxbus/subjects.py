@@ -165,6 +165,10 @@ class Subjects:
         request then names its object instead of carrying the PCM)."""
         return f"{self.prefix.upper()}_UPLOADS"
 
+    def state_bucket(self) -> str:
+        """JetStream Key-Value bucket where services record how far their durable consumers got."""
+        return f"{self.prefix.upper()}_STATE"
+
     def consumer(self, service: str) -> str:
         """Durable consumer name of a voxbus service (shared by its replicas)."""
         return f"{self.prefix}-{_token(service, 'service name')}"

@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 from voxbus.bus import Bus
 from voxbus.client.model_client import ModelClient
 from voxbus.service_base import BusService
-from voxbus.consumers import bind_resuming
+from voxbus.consumer_floors import KeptConsumer, state_bucket
 from voxbus.stt.cutter import CutterSettings
 from voxbus.stt.intake import FrameIntake, SttStats
 from voxbus.stt.session import Phase, SessionState
@@ -83,12 +83,13 @@ class SttService(BusService):
                        asyncio.create_task(self._housekeeping(), name="stt-housekeeping")]
         common = {"ack_wait": float(self.cfg.ack_wait), "max_ack_pending": self.cfg.max_ack_pending,
                   "start_new": self.cfg.start == "new"}
-        self._subs.append(await bind_resuming(
-            self.js, stream=self.subjects.stream("audio"), durable=self.subjects.consumer("stt"),
-            filter_subject=self.subjects.all_audio_in(), cb=self._on_frame, **common))
-        self._subs.append(await bind_resuming(
-            self.js, stream=self.subjects.stream("ctl"), durable=self.subjects.consumer("stt-end"),
-            filter_subject=self.subjects.all_control("end"), cb=self._on_end, **common))
+        kv = await state_bucket(self.bus)
+        self._subs.append(await KeptConsumer(
+            self.bus, kv, stream=self.subjects.stream("audio"), durable=self.subjects.consumer("stt"),
+            filter_subject=self.subjects.all_audio_in(), cb=self._on_frame, **common).bind())
+        self._subs.append(await KeptConsumer(
+            self.bus, kv, stream=self.subjects.stream("ctl"), durable=self.subjects.consumer("stt-end"),
+            filter_subject=self.subjects.all_control("end"), cb=self._on_end, **common).bind())
         log.info("STT service consuming %s", self.subjects.all_audio_in())
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -196,6 +197,11 @@ class SttService(BusService):
                     log.exception("session %s: housekeeping failed", s.sid)
             if self._dirty:  # sessions a failed detection pass left, even when no frame comes to wake it
                 self._detect_wake.set()
+            for consumer in list(self._subs):  # where each got to; bound again if someone deleted it
+                try:
+                    await consumer.check()
+                except Exception:
+                    log.exception("checking consumer %s failed", consumer.durable)
 
     async def _keep(self, s: SessionState, now: float) -> None:
         for f in s.stale(now - float(self.cfg.ack_wait) / 2):

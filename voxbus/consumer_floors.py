@@ -1,0 +1,87 @@
+"""A service's durable consumer that stays where it was, even when someone deletes it.
+
+A deleted durable takes its ack floor with it: created again at DeliverPolicy NEW, it would skip
+everything sent meanwhile. So the service records each consumer's floor (the first stream
+sequence not yet acknowledged, read from the consumer's info) in a JetStream Key-Value bucket
+(`<PREFIX>_STATE`, one key per durable) every time it checks it. A consumer found gone, while the
+service runs or when it starts, is bound again at the last recorded floor; what it delivers
+again, the service already knows how to recognise (frames covered or held, see consumers.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Awaitable, Callable
+
+from nats.aio.msg import Msg
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from voxbus.bus import Bus
+from voxbus.consumers import bind_resuming
+
+log = logging.getLogger(__name__)
+
+
+async def state_bucket(bus: Bus) -> KeyValue:
+    name = bus.subjects.state_bucket()
+    try:
+        return await bus.js.key_value(name)
+    except BucketNotFoundError:
+        return await bus.js.create_key_value(KeyValueConfig(
+            bucket=name, history=1, storage=StorageType.FILE,
+            description="voxbus: where each service's durable consumers had got to"))
+
+
+class KeptConsumer:
+    """One durable push consumer of a service, bound resuming, its floor recorded by check()."""
+
+    def __init__(self, bus: Bus, kv: KeyValue, *, stream: str, durable: str, filter_subject: str,
+                 cb: Callable[[Msg], Awaitable[None]], ack_wait: float, max_ack_pending: int,
+                 start_new: bool) -> None:
+        self.bus, self.kv = bus, kv
+        self.stream, self.durable = stream, durable
+        self._bind = dict(stream=stream, durable=durable, filter_subject=filter_subject, cb=cb,
+                          ack_wait=ack_wait, max_ack_pending=max_ack_pending, start_new=start_new)
+        self.sub = None
+        self.rebound = 0
+
+    async def bind(self) -> "KeptConsumer":
+        self.sub = await bind_resuming(self.bus.js, recorded_floor=await self._recorded(), **self._bind)
+        await self.check()
+        return self
+
+    async def check(self) -> None:
+        """Record where the consumer has got to; bind it again where it was if it is gone."""
+        try:
+            info = await self.bus.js.consumer_info(self.stream, self.durable)
+        except NotFoundError:
+            log.warning("%s: consumer %s was deleted", self.stream, self.durable)
+            await self.bus.heal_streams()  # (or its stream was)
+            await self.unsubscribe()
+            self.sub = await bind_resuming(self.bus.js, recorded_floor=await self._recorded(), **self._bind)
+            self.rebound += 1
+            return
+        floor = (info.ack_floor.stream_seq if info.ack_floor and info.ack_floor.stream_seq else 0) + 1
+        await self.kv.put(self.durable, str(floor).encode())
+
+    async def _recorded(self) -> int | None:
+        try:
+            entry = await self.kv.get(self.durable)
+        except KeyNotFoundError:
+            return None
+        floor = int(entry.value) if entry.value else None
+        if floor is not None:  # a stream created again numbers from 1: a floor past its end is stale
+            state = (await self.bus.js.stream_info(self.stream)).state
+            if floor > state.last_seq + 1:
+                floor = max(state.first_seq, 1)
+        return floor
+
+    async def unsubscribe(self) -> None:
+        sub, self.sub = self.sub, None
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:  # the connection, or the consumer, may already be gone
+                log.debug("unsubscribe: %s", exc)

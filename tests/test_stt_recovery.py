@@ -13,7 +13,7 @@ from voxbus.audio import encode_pcm
 from voxbus.client import ModelClient
 from voxbus.history import stored
 from voxbus.ingest import SessionPublisher
-from voxbus.messages import AudioFormat, SessionTranscribed, Transcript, codec
+from voxbus.messages import AudioFormat, AudioFrame, SessionTranscribed, Transcript, codec
 
 pytestmark = pytest.mark.models
 
@@ -76,8 +76,11 @@ async def test_sigkill_mid_session_then_restart_gives_every_transcript_exactly_o
             kept = [codec.decode(m.data, Transcript)
                     async for m in stored(bus.js, bus.subjects.stream("text"), bus.subjects.transcript(sid))]
             assert [t.utterance for t in kept] == list(range(len(SENTENCES))), [(t.utterance, t.text) for t in kept]
-            for sentence, t in zip(SENTENCES, kept):
-                assert wer(sentence, t.text) <= 0.2, (sid, sentence, t.text)
+            for sentence, t in zip(SENTENCES, kept):  # each utterance is its own sentence, none lost or doubled
+                # (0.3: Whisper tiny may mishear two of a short sentence's words, "after launch the
+                # team presence the plan", depending on what shares its batch)
+                assert wer(sentence, t.text) <= 0.3, (sid, sentence, t.text)
+            assert wer(" ".join(SENTENCES), " ".join(t.text for t in kept)) <= 0.15, (sid, [t.text for t in kept])
             assert all(a.last_seq < b.first_seq for a, b in zip(kept, kept[1:]))  # no audio transcribed twice
 
 
@@ -143,3 +146,34 @@ async def test_a_deleted_consumer_is_created_again_where_it_was(nats_server, tmp
         for sid in ("before", "while-running", "while-down"):
             found = await texts(sid)
             assert len(found) == 1 and wer(SENTENCES[0], found[0].text) <= 0.2, (sid, found)
+
+
+async def test_audio_the_stream_dropped_before_it_was_read_is_reported_and_counted(nats_server, tmp_path):
+    """With the STT service down, a session larger than AUDIO's max_bytes loses its first frames
+    to the stream's limits. The restarted service reports them missing, transcribes the rest, and
+    its `transcribed` event counts them: the session is never reported as fully transcribed."""
+    from voxbus.messages import SessionError
+    from voxbus.stt import SttService
+
+    config = make_config(nats_server.url, tmp_path / "cache", streams={"audio": {"max_bytes": "160KiB"}})
+    async with running_manager(config) as (bus, manager):
+        audio, rate = await speak(ModelClient.from_bus(bus), SENTENCES[:3])
+        fmt = AudioFormat(rate=rate)
+        async with SttService(bus):
+            pass  # its consumer exists: the next run resumes where this one was
+        await SessionPublisher(bus, "squeezed").publish_pcm(encode_pcm(audio, fmt), fmt)
+        s = bus.subjects
+        kept = [m async for m in stored(bus.js, s.stream("audio"), s.audio_in("squeezed"))]
+        first = codec.decode_meta(kept[0].headers, AudioFrame).seq
+        assert first > 0, "the stream kept every frame: make the session longer than max_bytes"
+        async with SttService(bus) as stt:
+            await until(lambda: stt.stats.sessions_done == 1, 60, "the session to finish")
+        (done,) = [codec.decode(m.data, SessionTranscribed)
+                   async for m in stored(bus.js, s.stream("ctl"), s.control("squeezed", "transcribed"))]
+        errors = [codec.decode(m.data, SessionError)
+                  async for m in stored(bus.js, s.stream("ctl"), s.control("squeezed", "error"))]
+        texts = [codec.decode(m.data, Transcript) async for m in stored(bus.js, s.stream("text"), s.transcript("squeezed"))]
+    assert [(e.code, e.seq) for e in errors] == [("frames_missing", 0)], errors
+    assert f"frames 0-{first - 1} were never read" in errors[0].message
+    assert done.frames_missing == first and done.last_seq == first + len(kept) - 1
+    assert texts and SENTENCES[2].split()[-1].strip(".") in texts[-1].text, [t.text for t in texts]

@@ -57,6 +57,9 @@ class SessionTranscribed(_Control, tag="transcribed"):
     utterances: NonNegInt
     """How many transcripts the session has (utterance indexes 0 .. utterances-1)."""
     last_seq: int | None = None
+    frames_missing: NonNegInt = 0
+    """Frames up to `last_seq` the service never had (each range also reported as a
+    `frames_missing` error): 0 means the transcripts cover every frame; more, that they cannot."""
 
 
 ControlEvent = Union[SessionStart, SessionEnd, Interrupt, SessionError, SessionTranscribed]

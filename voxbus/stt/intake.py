@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from voxbus.bus import Bus
 from voxbus.errors import InvalidAudio, ProtocolError
@@ -120,6 +121,8 @@ class FrameIntake:
             if not any(f.seq == head.seq for f in reversed(s.held)):
                 await msg.ack()  # a second copy of a frame already taken (a publisher's retry)
             return None  # (or a redelivery of one still held: the held one will be acknowledged)
+        if s.fed_seq < 0 and not s.start_checked and head.seq > s.skip_through + 1:
+            await self._never_read(s, head)
         if s.fed_seq >= 0 and head.seq > s.fed_seq + 1 and self.reorder_wait > 0 and len(s.early) < MAX_EARLY:
             s.early.setdefault(head.seq, (msg, head))  # (a redelivery of one waiting: the first is kept)
             if s.early_since is None:
@@ -186,10 +189,32 @@ class FrameIntake:
             return f"frame {head.seq} arrived after session {s.sid} was finished {why}"
         return ""
 
+    async def _never_read(self, s: SessionState, head: AudioFrame) -> None:
+        """The first frame this run reads of a session is not its first: were the ones before it
+        stored and taken (a run resuming mid-session), or are they gone? The stream's oldest
+        frame of the session says: if that is this one, the earlier ones were dropped by the
+        stream's limits before the service read them (or never sent)."""
+        s.start_checked = True
+        try:
+            raw = await self.js.get_msg(self.subjects.stream("audio"), seq=1, subject=self.subjects.audio_in(s.sid),
+                                        direct=True, next=True)
+            first = codec.decode_meta(raw.headers, AudioFrame).seq
+        except (NotFoundError, ProtocolError):
+            return
+        if first != head.seq:
+            return  # earlier frames are stored: taken by an earlier run, or still to come in order
+        lost_from, lost_to = s.skip_through + 1, head.seq - 1
+        s.missing += lost_to - lost_from + 1
+        span = f"frame {lost_from}" if lost_from == lost_to else f"frames {lost_from}-{lost_to}"
+        await self.report(s, "frames_missing", f"{span} were never read: the stream no longer holds them (its "
+                          f"limits dropped them before the STT service took them) or they were never sent",
+                          lost_from, f"{s.sid}:gap:{lost_from}", capped=True)
+
     async def _gap(self, s: SessionState, msg: Msg, head: AudioFrame) -> None:
         """Frames between the last one taken and this one never came: say so, keep time true."""
         missing = s.missing_seconds(head.seq, head.offset, frame_seconds(msg.data, head))
         first, last = s.fed_seq + 1, head.seq - 1
+        s.missing += last - first + 1
         s.fill_gap(missing)
         self.stats.gaps += 1
         span = f"frame {first}" if first == last else f"frames {first}-{last}"
@@ -251,6 +276,8 @@ class FrameIntake:
         (lost, or refused for a bad header): finish it without them, and say so."""
         first, last = s.max_seq + 1, s.end_seq
         span = f"frame {first}" if first == last else f"frames {first}-{last}"
+        if s.end_seq is not None:
+            s.missing += s.end_seq - s.max_seq
         await self.report(s, "frames_missing", f"{span} named by the end event never arrived; the session is "
                           f"finished without them", first, f"{s.sid}:gap:{first}", capped=True)
         s.max_seq = max(s.max_seq, s.end_seq if s.end_seq is not None else s.max_seq)

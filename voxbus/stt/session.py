@@ -85,6 +85,8 @@ class SessionState:
         self.transcribed_at: float | None = None  # when the server stored that event (its clock, not ours)
         self.last_heard = time.monotonic()  # the last frame or end event: the idle clock
         self.errors = 0
+        self.missing = 0  # frames this run reported missing (gaps, never-read starts, tails given up)
+        self.start_checked = False  # whether frames before the first one read were looked for
         self.worker = None  # asyncio task transcribing `pending`
         self.early: dict[int, tuple[object, object]] = {}  # seq -> (msg, AudioFrame): come after a gap
         self.early_since: float | None = None  # when the oldest of them came (the reorder clock)

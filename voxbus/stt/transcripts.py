@@ -132,7 +132,7 @@ class TranscriptWriter:
         s.advance(Phase.FINISHING)  # the loop and the session's worker may both get here
         last_seq = s.end_seq if s.end_seq is not None else s.max_seq
         event = SessionTranscribed(session=s.sid, ts=time.time(), utterances=s.next_utterance,
-                                   last_seq=last_seq if last_seq >= 0 else None)
+                                   last_seq=last_seq if last_seq >= 0 else None, frames_missing=s.missing)
         try:
             async for attempt in stamina.retry_context(on=self._retry_store, **FOREVER):
                 with attempt:

@@ -38,6 +38,8 @@ EXAMPLES = {
     m.ResourceSnapshot: m.ResourceSnapshot(gpus=[m.GpuStats(index=0, name="g", total_bytes=1, used_bytes=0, free_bytes=1)],
                                            rss_bytes=100, models=[m.LoadedModelStats(id="a", kind="stt")], pressure=True),
     m.CacheEvent: m.CacheEvent(event="spilled", model="gemma3-270m", conversation="c1", bytes=1024),
+    m.RetentionWarning: m.RetentionWarning(level="warning", stream="VOX_AUDIO", consumer="vox-stt", unacknowledged=900,
+                                           headroom=40, capacity=1000, manager="vox-stt"),
     m.TranscribeRequest: m.TranscribeRequest(model="whisper-tiny-en", version="tiny.en", format=FMT, language="en", beam_size=2),
     m.TranscribeReply: m.TranscribeReply(model=REF, text="hello", segments=[SEG], language="en", duration=1.5, batch_size=4),
     m.ChatMessage: m.ChatMessage(role="user", content="Hi"),

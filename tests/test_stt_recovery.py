@@ -150,12 +150,16 @@ async def test_a_deleted_consumer_is_created_again_where_it_was(nats_server, tmp
 
 async def test_audio_the_stream_dropped_before_it_was_read_is_reported_and_counted(nats_server, tmp_path):
     """With the STT service down, a session larger than AUDIO's max_bytes loses its first frames
-    to the stream's limits. The restarted service reports them missing, transcribes the rest, and
+    to the stream's limits. The restarted service warns on the admin subject that the stream is
+    full of audio it has not taken, reports the lost frames missing, transcribes the rest, and
     its `transcribed` event counts them: the session is never reported as fully transcribed."""
     from voxbus.messages import SessionError
     from voxbus.stt import SttService
 
-    config = make_config(nats_server.url, tmp_path / "cache", streams={"audio": {"max_bytes": "160KiB"}})
+    from voxbus.messages import RetentionWarning
+
+    config = make_config(nats_server.url, tmp_path / "cache", streams={"audio": {"max_bytes": "160KiB"}},
+                         stt={"ack_wait": "3s"})  # (checks its consumers every second)
     async with running_manager(config) as (bus, manager):
         audio, rate = await speak(ModelClient.from_bus(bus), SENTENCES[:3])
         fmt = AudioFormat(rate=rate)
@@ -166,8 +170,16 @@ async def test_audio_the_stream_dropped_before_it_was_read_is_reported_and_count
         kept = [m async for m in stored(bus.js, s.stream("audio"), s.audio_in("squeezed"))]
         first = codec.decode_meta(kept[0].headers, AudioFrame).seq
         assert first > 0, "the stream kept every frame: make the session longer than max_bytes"
+        warnings = []
+
+        async def on_warning(msg):
+            warnings.append(codec.decode(msg.data, RetentionWarning))
+        await bus.nc.subscribe(s.admin("retention"), cb=on_warning)
         async with SttService(bus) as stt:
             await until(lambda: stt.stats.sessions_done == 1, 60, "the session to finish")
+            await until(lambda: warnings and warnings[-1].level == "ok", 10, "the all-clear")
+        assert warnings[0].level == "warning" and warnings[0].stream == "VOX_AUDIO", warnings
+        assert warnings[0].unacknowledged == len(kept) and warnings[0].headroom < warnings[0].capacity * 0.2
         (done,) = [codec.decode(m.data, SessionTranscribed)
                    async for m in stored(bus.js, s.stream("ctl"), s.control("squeezed", "transcribed"))]
         errors = [codec.decode(m.data, SessionError)

@@ -11,6 +11,7 @@ again, the service already knows how to recognise (frames covered or held, see c
 from __future__ import annotations
 
 import logging
+import time
 from typing import Awaitable, Callable
 
 from nats.aio.msg import Msg
@@ -20,8 +21,25 @@ from nats.js.kv import KeyValue
 
 from voxbus.bus import Bus
 from voxbus.consumers import bind_resuming
+from voxbus.messages import codec
+from voxbus.messages.admin import RetentionWarning
 
 log = logging.getLogger(__name__)
+
+WARN_HEADROOM = 0.2
+"""Warn when fewer than this share of the stream's capacity is left before unread messages go."""
+WARN_EVERY_S = 60.0
+
+
+def retention_capacity(messages: int, size: int, max_bytes: int, max_msgs: int) -> int | None:
+    """About how many messages of the current average size the stream holds at its limits;
+    None if it has no limits or no messages to judge their size by."""
+    limits = []
+    if max_msgs and max_msgs > 0:
+        limits.append(max_msgs)
+    if max_bytes and max_bytes > 0 and messages:
+        limits.append(int(max_bytes / (size / messages)))
+    return min(limits) if limits else None
 
 
 async def state_bucket(bus: Bus) -> KeyValue:
@@ -46,6 +64,8 @@ class KeptConsumer:
                           ack_wait=ack_wait, max_ack_pending=max_ack_pending, start_new=start_new)
         self.sub = None
         self.rebound = 0
+        self.service = durable
+        self._warned, self._warned_at = False, 0.0
 
     async def bind(self) -> "KeptConsumer":
         self.sub = await bind_resuming(self.bus.js, recorded_floor=await self._recorded(), **self._bind)
@@ -65,6 +85,33 @@ class KeptConsumer:
             return
         floor = (info.ack_floor.stream_seq if info.ack_floor and info.ack_floor.stream_seq else 0) + 1
         await self.kv.put(self.durable, str(floor).encode())
+        await self._watch_retention(floor)
+
+    async def _watch_retention(self, floor: int) -> None:
+        """Warn on the admin subject before the stream's limits drop messages not yet taken."""
+        stream = await self.bus.js.stream_info(self.stream)
+        state, cfg = stream.state, stream.config
+        unacked = max(state.last_seq - floor + 1, 0) if state.messages else 0
+        capacity = retention_capacity(state.messages, state.bytes, cfg.max_bytes, cfg.max_msgs)
+        if capacity is None:
+            return
+        headroom = capacity - unacked
+        low = unacked > 0 and headroom < capacity * WARN_HEADROOM
+        now = time.monotonic()
+        if low and (not self._warned or now - self._warned_at >= WARN_EVERY_S):
+            level = "warning"
+        elif not low and self._warned:
+            level = "ok"
+        else:
+            return
+        self._warned, self._warned_at = low, now
+        event = RetentionWarning(ts=time.time(), manager=self.service, level=level, stream=self.stream,
+                                 consumer=self.durable, unacknowledged=unacked, headroom=max(headroom, 0),
+                                 capacity=capacity)
+        if low:
+            log.warning("%s: %d messages not yet taken by %s; the stream's limits drop the oldest in about %d more",
+                        self.stream, unacked, self.durable, max(headroom, 0))
+        await self.bus.store(self.bus.subjects.admin("retention"), codec.encode(event))
 
     async def _recorded(self) -> int | None:
         try:

@@ -28,7 +28,7 @@ _SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_\-:@+=~]+$")
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 CONTROL_EVENTS = ("start", "end", "interrupt", "error", "transcribed")
-ADMIN_EVENTS = ("model", "resources", "cache")
+ADMIN_EVENTS = ("model", "resources", "cache", "retention")
 MODEL_VERBS = {
     "stt": ("transcribe",),
     "llm": ("generate", "cancel"),

@@ -5,7 +5,7 @@ ignore unknown fields, so older readers keep working with newer writers.
 """
 
 from voxbus.messages.admin import (
-    AdminEvent, CacheEvent, GpuStats, LoadedModelStats, ModelEvent, ResourceSnapshot,
+    AdminEvent, CacheEvent, GpuStats, LoadedModelStats, ModelEvent, ResourceSnapshot, RetentionWarning,
 )
 from voxbus.messages.audio import SAMPLE_WIDTH, AudioFormat, AudioFrame, SampleType, SpeechChunk
 from voxbus.messages.codec import META_HEADER, decode, decode_meta, encode, meta_headers
@@ -25,7 +25,7 @@ __all__ = [
     "ErrorReply", "GenerateCancel", "GenerateChunk", "GenerateDone", "GenerateEvent", "GenerateRequest",
     "GenerateTimings", "GpuStats", "Interrupt", "ListModelsReply", "ListModelsRequest",
     "LoadModelRequest", "LoadedModelStats", "META_HEADER", "ModelEvent", "ModelInfo",
-    "ModelMetrics", "ModelRef", "ModelReply", "ReplyChunk", "ResourceSnapshot", "SAMPLE_WIDTH",
+    "ModelMetrics", "ModelRef", "ModelReply", "ReplyChunk", "ResourceSnapshot", "RetentionWarning", "SAMPLE_WIDTH",
     "SampleType", "SamplingOptions", "SayRequest", "Segment", "SessionEnd", "SessionError",
     "SessionStart", "SessionTranscribed", "SpeechChunk", "SynthesizeReply", "SynthesizeRequest", "Timings",
     "TranscribeReply", "TranscribeRequest", "Transcript", "UnloadModelRequest", "Usage", "WorkerInfo", "decode",

@@ -78,4 +78,21 @@ class CacheEvent(_Admin, tag="cache"):
     reason: str = ""
 
 
-AdminEvent = Union[ModelEvent, ResourceSnapshot, CacheEvent]
+class RetentionWarning(_Admin, tag="retention"):
+    """A service's consumer is close to losing messages it has not yet taken to the stream's
+    limits (an outage of the service, or more load than it keeps up with). Sent when the
+    headroom falls under a fifth of what the stream holds, every minute while it stays so, and
+    once more (`level: ok`) when it recovers. ``manager`` is the service's name."""
+
+    level: Literal["warning", "ok"]
+    stream: str
+    consumer: str
+    unacknowledged: int = 0
+    """Messages the consumer has not acknowledged yet (delivered or not)."""
+    headroom: int = 0
+    """About how many more messages the stream takes before its limits drop the oldest of those."""
+    capacity: int = 0
+    """About how many messages of this size the stream holds at its max_bytes / max_msgs."""
+
+
+AdminEvent = Union[ModelEvent, ResourceSnapshot, CacheEvent, RetentionWarning]

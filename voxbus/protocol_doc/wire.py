@@ -51,7 +51,7 @@ def subjects_section() -> str:
                  "error": "the service that rejected the session's input", "transcribed": "STT service"}
     ids = {"error": f"`Nats-Msg-Id: {SID}:error:<n>` (STT; see Session errors)", "transcribed": f"`Nats-Msg-Id: {SID}:transcribed`"}
     rows += [(S.control(SID, e), producers[e], tags[e], ids.get(e, "")) for e in sj.CONTROL_EVENTS]
-    rows += [(S.admin(e), "ModelManager", tags[e], "") for e in sj.ADMIN_EVENTS]
+    rows += [(S.admin(e), "STT service" if e == "retention" else "ModelManager", tags[e], "") for e in sj.ADMIN_EVENTS]
     main = table(("Subject", "Producer", "Stream", "Payload", "Headers"),
                  [(f"`{s}`", who, stream_of(s), links(body), links(h)) for s, who, body, h in rows])
     models = table(("Subject", "Request", "Reply (on the request's reply inbox)"),

@@ -1,19 +1,63 @@
 """What every long-running voxbus service (STT, TTS, assistant) does the same way: it is an async
 context manager around start() and stop(), holds its NATS subscriptions, and at stop
-unsubscribes them (a connection already gone is no error) and ends its per-session tasks."""
+unsubscribes them (a connection already gone is no error) and ends its per-session tasks; its
+long-lived loops run supervised: restarted with backoff if they die, and counted."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Iterable
+import time
+from typing import Awaitable, Callable, Iterable
 
 log = logging.getLogger(__name__)
+
+
+RESTART_WAIT_S = (0.1, 5.0)
+"""Backoff between restarts of a task that died: from the first to the longest wait, doubling."""
+UNHEALTHY_AFTER = 5
+"""Restarts of one task within UNHEALTHY_WINDOW_S that mark the service unhealthy."""
+UNHEALTHY_WINDOW_S = 60.0
 
 
 class BusService:
     def __init__(self) -> None:
         self._subs: list = []
+        self.restarts: dict[str, list[float]] = {}  # task name -> monotonic times it was restarted
+
+    @property
+    def healthy(self) -> bool:
+        """False while some task of the service keeps dying (UNHEALTHY_AFTER restarts within
+        UNHEALTHY_WINDOW_S): it is restarted still, but somebody should look."""
+        now = time.monotonic()
+        return all(sum(now - at < UNHEALTHY_WINDOW_S for at in times) < UNHEALTHY_AFTER
+                   for times in self.restarts.values())
+
+    def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> asyncio.Task:
+        """Run one of the service's long-lived loops; if it dies (a bug, a library error nobody
+        caught), log it and start it again after a growing wait, so the service never goes
+        quietly deaf while its process lives."""
+        async def keep() -> None:
+            wait = RESTART_WAIT_S[0]
+            while True:
+                started = time.monotonic()
+                try:
+                    await loop()
+                    return  # (a loop that ends on its own is done)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("task %s died; starting it again in %.1f s", name, wait)
+                if time.monotonic() - started > UNHEALTHY_WINDOW_S:
+                    wait = RESTART_WAIT_S[0]  # it ran well for a while: a fresh failure, not a loop
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, RESTART_WAIT_S[1])
+                self.restarts.setdefault(name, []).append(time.monotonic())
+                self.restarts[name] = self.restarts[name][-UNHEALTHY_AFTER:]
+                if not self.healthy:
+                    log.error("task %s keeps dying (%d restarts in %.0f s): this service is unhealthy",
+                              name, UNHEALTHY_AFTER, UNHEALTHY_WINDOW_S)
+        return asyncio.create_task(keep(), name=name)
 
     async def start(self) -> None:
         raise NotImplementedError

@@ -71,7 +71,7 @@ class Assistant(BusService):
             filter_subject=self.subjects.all_transcripts(), cb=self._on_transcript,
             ack_wait=float(self.cfg.consumer.ack_wait), max_ack_pending=self.cfg.consumer.max_ack_pending,
             start_new=True)]
-        self._pruner = asyncio.create_task(self._prune_idle(), name="assistant-prune")
+        self._pruner = self._supervised("assistant-prune", self._prune_idle)
         log.info("assistant answering %s", self.subjects.all_transcripts())
 
     async def stop(self) -> None:

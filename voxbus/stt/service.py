@@ -78,9 +78,9 @@ class SttService(BusService):
                                   min(float(self.cfg.reorder_wait), float(self.cfg.ack_wait) / 3))
         self.writer = TranscriptWriter(self.bus, self.models, self.cfg, self.intake, self.stats, lambda: self._stopping,
                                        self.on_stage)
-        self._tasks = [asyncio.create_task(self._run(), name="stt-intake"),
-                       asyncio.create_task(self._detector(), name="stt-detect"),
-                       asyncio.create_task(self._housekeeping(), name="stt-housekeeping")]
+        self._tasks = [self._supervised("stt-intake", self._run),
+                       self._supervised("stt-detect", self._detector),
+                       self._supervised("stt-housekeeping", self._housekeeping)]
         common = {"ack_wait": float(self.cfg.ack_wait), "max_ack_pending": self.cfg.max_ack_pending,
                   "start_new": self.cfg.start == "new"}
         kv = await state_bucket(self.bus)

@@ -58,6 +58,15 @@ async def send_frame(bus, sid: str, fmt: AudioFormat, seq: int, data: bytes) -> 
                          headers=codec.meta_headers(AudioFrame(format=fmt, seq=seq, ts=time.time())))
 
 
+async def end_and_wait(bus, sid: str, last_seq: int, timeout: float = 30.0) -> None:
+    """Publish the session's end event and wait (bounded) for its `transcribed` event."""
+    await bus.js.publish(bus.subjects.control(sid, "end"), codec.encode(SessionEnd(session=sid, last_seq=last_seq)))
+    for _ in range(int(timeout * 10)):
+        if await stored_of(bus, "ctl", bus.subjects.control(sid, "transcribed"), SessionTranscribed):
+            return
+        await asyncio.sleep(0.1)
+
+
 SMALL_STREAMS = {family: {"max_bytes": "128MiB"} for family in ("audio", "text", "ctl", "admin", "uploads")}
 """For a test's second prefix on the same server: the defaults reserve 3.4 GiB per prefix."""
 
@@ -290,12 +299,7 @@ async def test_frames_stored_out_of_order_are_put_back_in_order(stack):
     order = order[:60] + order[60:120] + list(late) + order[120:]  # 60 frames overtake the late ones
     for seq in order:
         await send_frame(bus, "shuffled", fmt, seq, frames[seq])
-    await bus.js.publish(bus.subjects.control("shuffled", "end"),
-                         codec.encode(SessionEnd(session="shuffled", last_seq=len(frames) - 1)))
-    for _ in range(300):
-        if await stored_of(bus, "ctl", bus.subjects.control("shuffled", "transcribed"), SessionTranscribed):
-            break
-        await asyncio.sleep(0.1)
+    await end_and_wait(bus, "shuffled", len(frames) - 1)
     assert not await stored_of(bus, "ctl", bus.subjects.control("shuffled", "error"), SessionError)
     texts = await stored_of(bus, "text", bus.subjects.transcript("shuffled"), Transcript)
     assert wer(" ".join(sentences), " ".join(t.text for t in texts)) <= 0.15, [t.text for t in texts]
@@ -434,12 +438,7 @@ async def test_a_deleted_text_stream_is_put_back_and_the_session_transcribed(sta
     await bus.js.delete_stream("VOX_TEXT")
     for seq, data in enumerate(frames):
         await send_frame(bus, "healed", fmt, seq, data)
-    await bus.js.publish(bus.subjects.control("healed", "end"),
-                         codec.encode(SessionEnd(session="healed", last_seq=len(frames) - 1)))
-    for _ in range(300):
-        if await stored_of(bus, "ctl", bus.subjects.control("healed", "transcribed"), SessionTranscribed):
-            break
-        await asyncio.sleep(0.1)
+    await end_and_wait(bus, "healed", len(frames) - 1)
     texts = await stored_of(bus, "text", bus.subjects.transcript("healed"), Transcript)
     assert len(texts) == 1 and wer(GOOD, texts[0].text) <= 0.2, texts
     assert not await stored_of(bus, "ctl", bus.subjects.control("healed", "error"), SessionError)

@@ -80,7 +80,9 @@ The ModelManager is a NATS micro service named `{S.service_name()}` (discoverabl
 
 Defaults from the packaged configuration (`streams.*` in voxbus.yaml). Duplicate window: {DUPLICATE_WINDOW_S:g} s.
 
-{streams}"""
+{streams}
+
+Two buckets sit beside them: the Object Store `{S.upload_bucket()}` (audio too large for one message, below) and the Key-Value bucket `{S.state_bucket()}`, where the STT service records how far each of its durable consumers had got (key: the consumer's name, value: the first stream sequence not yet acknowledged), so a consumer someone deletes is created again there."""
 
 
 def protocol_section() -> str:

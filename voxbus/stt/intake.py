@@ -205,7 +205,7 @@ class FrameIntake:
             return  # earlier frames are stored: taken by an earlier run, or still to come in order
         lost_from, lost_to = s.skip_through + 1, head.seq - 1
         s.missing += lost_to - lost_from + 1
-        span = f"frame {lost_from}" if lost_from == lost_to else f"frames {lost_from}-{lost_to}"
+        span = frame_span(lost_from, lost_to)
         await self.report(s, "frames_missing", f"{span} were never read: the stream no longer holds them (its "
                           f"limits dropped them before the STT service took them) or they were never sent",
                           lost_from, f"{s.sid}:gap:{lost_from}", capped=True)
@@ -217,7 +217,7 @@ class FrameIntake:
         s.missing += last - first + 1
         s.fill_gap(missing)
         self.stats.gaps += 1
-        span = f"frame {first}" if first == last else f"frames {first}-{last}"
+        span = frame_span(first, last)
         where = f" at {(s.t0 or 0.0) + s.pos_in / RATE - missing:.2f} s" if s.t0 is not None else ""
         await self.report(s, "frames_missing", f"{span} never arrived ({missing:.2f} s of audio{where}); the "
                           f"transcript there may miss words", first, f"{s.sid}:gap:{first}", capped=True)
@@ -275,7 +275,7 @@ class FrameIntake:
         """An ended session still waiting, after `session_idle`, for frames its end event named
         (lost, or refused for a bad header): finish it without them, and say so."""
         first, last = s.max_seq + 1, s.end_seq
-        span = f"frame {first}" if first == last else f"frames {first}-{last}"
+        span = frame_span(first, last)
         if s.end_seq is not None:
             s.missing += s.end_seq - s.max_seq
         await self.report(s, "frames_missing", f"{span} named by the end event never arrived; the session is "
@@ -286,6 +286,10 @@ class FrameIntake:
 def stored_at(msg: Msg) -> float:
     """When the server stored a JetStream message (its clock), in seconds since the epoch."""
     return msg.metadata.timestamp.timestamp()
+
+
+def frame_span(first: int, last: int | None) -> str:
+    return f"frame {first}" if first == last else f"frames {first}-{last}"
 
 
 def frame_seconds(pcm: bytes, head: AudioFrame) -> float:

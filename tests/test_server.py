@@ -23,7 +23,7 @@ async def test_starts_ready_with_jetstream_and_stops_clean(tmp_path):
     try:
         nc = await nats.connect(server.url)
         js = nc.jetstream()
-        await js.add_stream(name="T", subjects=["t.>"])
+        await js.add_stream(name="T", subjects=["t.>"], max_bytes=1 << 20)
         ack = await js.publish("t.x", b"hello")
         assert ack.seq == 1
         await nc.close()
@@ -106,3 +106,22 @@ def test_cli_server_port_taken_exits_nonzero(tmp_path):
                               "--store-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 1
     assert "already in use" in res.stderr and "Traceback" not in res.stderr
+
+
+async def test_a_store_from_before_the_voxbus_account_keeps_its_streams(tmp_path):
+    """Stores written under NATS's default account ($G) are moved to the bundled config's account
+    on first start, so sessions stored before the upgrade stay readable."""
+    plain = tmp_path / "plain.conf"
+    plain.write_text("jetstream {}\n")
+    async with NatsServer(EmbeddedServerConfig(port=0, monitor_port=0, config_file=str(plain)),
+                          store_dir=tmp_path / "js") as old:
+        nc = await nats.connect(old.url)
+        await nc.jetstream().add_stream(name="OLD", subjects=["old.>"], max_bytes=1 << 20)
+        await nc.jetstream().publish("old.x", b"kept")
+        await nc.close()
+    assert (tmp_path / "js" / "jetstream" / "$G").is_dir()
+    async with NatsServer(EmbeddedServerConfig(port=0, monitor_port=0), store_dir=tmp_path / "js") as new:
+        nc = await nats.connect(new.url)
+        msg = await nc.jetstream().get_msg("OLD", seq=1)
+        assert msg.data == b"kept"
+        await nc.close()

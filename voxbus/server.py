@@ -54,13 +54,27 @@ def bundled_config() -> Path:
     return Path(str(resources.files("voxbus").joinpath("nats-server.conf")))
 
 
+EMBEDDED_ACCOUNT = "VOXBUS"
+"""The account the bundled config puts anonymous connections in (see nats-server.conf)."""
+
+
+def adopt_default_account_store(store_dir: Path) -> None:
+    """Stores written before the bundled config had an account keep their streams under NATS's
+    default account ($G); move them to the voxbus account once, so no stored session is orphaned."""
+    old, new = store_dir / "jetstream" / "$G", store_dir / "jetstream" / EMBEDDED_ACCOUNT
+    if old.is_dir() and not new.exists():
+        old.rename(new)
+        log.warning("moved the JetStream store of NATS's default account to account %s in %s",
+                    EMBEDDED_ACCOUNT, new.parent)
+
+
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -113,6 +127,8 @@ class NatsServer:
                 )
         cmd = self.command()
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        if not self.config.config_file:
+            adopt_default_account_store(self.store_dir)
         if "--ports_file_dir" in cmd:
             self._ports_dir().mkdir(exist_ok=True)
         self._log_path = self.store_dir / "nats-server.log"
@@ -120,7 +136,7 @@ class NatsServer:
         with open(self._log_path, "ab") as logf:
             self.process = subprocess.Popen(
                 cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
             )
         try:
             await self._wait_ready(self.config.ready_timeout)

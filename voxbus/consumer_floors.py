@@ -42,13 +42,17 @@ def retention_capacity(messages: int, size: int, max_bytes: int, max_msgs: int) 
     return min(limits) if limits else None
 
 
+STATE_BUCKET_BYTES = 8 << 20
+"""One small key per durable consumer; a declared size also lets JetStream reserve it."""
+
+
 async def state_bucket(bus: Bus) -> KeyValue:
     name = bus.subjects.state_bucket()
     try:
         return await bus.js.key_value(name)
     except BucketNotFoundError:
         return await bus.js.create_key_value(KeyValueConfig(
-            bucket=name, history=1, storage=StorageType.FILE,
+            bucket=name, history=1, storage=StorageType.FILE, max_bytes=STATE_BUCKET_BYTES,
             description="voxbus: where each service's durable consumers had got to"))
 
 
@@ -88,16 +92,17 @@ class KeptConsumer:
         await self._watch_retention(floor)
 
     async def _watch_retention(self, floor: int) -> None:
-        """Warn on the admin subject before the stream's limits drop messages not yet taken."""
+        """Warn on the admin subject before the stream's limits drop messages not yet taken: by
+        size (max_bytes / max_msgs) or by age (max_age)."""
         stream = await self.bus.js.stream_info(self.stream)
         state, cfg = stream.state, stream.config
         unacked = max(state.last_seq - floor + 1, 0) if state.messages else 0
         capacity = retention_capacity(state.messages, state.bytes, cfg.max_bytes, cfg.max_msgs)
-        if capacity is None:
-            return
-        headroom = capacity - unacked
-        low = unacked > 0 and headroom < capacity * WARN_HEADROOM
-        now = time.monotonic()
+        headroom = capacity - unacked if capacity is not None else 0
+        oldest = await self._oldest_age(floor) if unacked and cfg.max_age else 0.0
+        full = capacity is not None and unacked > 0 and headroom < capacity * WARN_HEADROOM
+        old = bool(cfg.max_age) and oldest > cfg.max_age * (1 - WARN_HEADROOM)
+        low, now = full or old, time.monotonic()
         if low and (not self._warned or now - self._warned_at >= WARN_EVERY_S):
             level = "warning"
         elif not low and self._warned:
@@ -107,11 +112,22 @@ class KeptConsumer:
         self._warned, self._warned_at = low, now
         event = RetentionWarning(ts=time.time(), manager=self.service, level=level, stream=self.stream,
                                  consumer=self.durable, unacknowledged=unacked, headroom=max(headroom, 0),
-                                 capacity=capacity)
-        if low:
+                                 capacity=capacity or 0, oldest_age=round(oldest, 3), max_age=cfg.max_age or 0.0)
+        if full:
             log.warning("%s: %d messages not yet taken by %s; the stream's limits drop the oldest in about %d more",
                         self.stream, unacked, self.durable, max(headroom, 0))
+        if old:
+            log.warning("%s: the oldest message not yet taken by %s is %.0f s old; the stream drops messages "
+                        "after %.0f s", self.stream, self.durable, oldest, cfg.max_age)
         await self.bus.store(self.bus.subjects.admin("retention"), codec.encode(event))
+
+    async def _oldest_age(self, floor: int) -> float:
+        """Seconds since the first message at or past the floor that this consumer takes was stored."""
+        try:
+            msg = await self.bus.js.get_msg(self.stream, seq=floor, subject=self._bind["filter_subject"], next=True)
+        except NotFoundError:
+            return 0.0
+        return max(0.0, time.time() - msg.time.timestamp()) if msg.time else 0.0
 
     async def _recorded(self) -> int | None:
         try:

@@ -30,7 +30,7 @@ def stream_configs(subjects: Subjects, streams: StreamsConfig) -> list[StreamCon
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE if limits.storage == "file" else StorageType.MEMORY,
             max_age=float(limits.max_age),
-            max_bytes=int(limits.max_bytes),
+            max_bytes=streams.max_bytes(family),
             num_replicas=limits.replicas,
             discard=DiscardPolicy.OLD,
             duplicate_window=min(DUPLICATE_WINDOW_S, float(limits.max_age)) if limits.max_age else DUPLICATE_WINDOW_S,
@@ -60,10 +60,10 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, streams: Stre
     except APIError as exc:
         if exc.err_code != NO_STORAGE:
             raise
-        total = sum(int(getattr(streams, f).max_bytes) for f in (*STREAM_FAMILIES, "uploads"))
+        total = sum(streams.max_bytes(f) for f in (*STREAM_FAMILIES, "uploads"))
         raise ConfigError(
             f"the NATS server has no room left to reserve the {subjects.prefix!r} streams: each voxbus prefix "
-            f"reserves {total / 2**30:.1f} GiB (streams.*.max_bytes), and other streams hold the rest of the "
+            f"reserves {total / 2**30:.1f} GiB (streams.*.max_bytes, streams.audio_hold), and other streams hold the rest of the "
             f"server's JetStream limit (max_file_store / max_memory_store); lower streams.*.max_bytes or raise "
             f"the server's limit") from None
     return names

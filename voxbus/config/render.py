@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from voxbus.config import schema
+from voxbus.config import schema, stream_limits
 from voxbus.config.units import enc_hook
 
 HEADER = """\
@@ -35,10 +35,11 @@ WIDTH = 100
 
 
 def field_docs() -> dict[tuple[str, str], str]:
-    """(class name, field) -> the docstring written under the field in schema.py."""
-    tree = ast.parse(inspect.getsource(schema))
+    """(class name, field) -> the docstring written under the field in schema.py or stream_limits.py."""
+    classes = [n for module in (schema, stream_limits)
+               for n in ast.parse(inspect.getsource(module)).body if isinstance(n, ast.ClassDef)]
     docs: dict[tuple[str, str], str] = {}
-    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+    for cls in classes:
         body = cls.body
         for node, nxt in zip(body, body[1:]):
             if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)

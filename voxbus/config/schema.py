@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import Meta, Struct
+from msgspec import Meta
 
+from voxbus.config.base import _Cfg
+from voxbus.config.stream_limits import StreamLimits, StreamsConfig  # noqa: F401  (part of the schema)
 from voxbus.config.units import Budget, ByteSize, Duration
 
 Kind = Literal["llm", "stt", "tts"]
@@ -23,11 +25,6 @@ BACKENDS_BY_KIND: dict[str, tuple[str, ...]] = {
     "tts": ("piper", "coqui"),
 }
 Port = Annotated[int, Meta(ge=0, le=65535)]
-
-
-class _Cfg(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    """Frozen: a configuration is decoded once and read everywhere; change it by building a new
-    one (load_config overrides, msgspec.structs.replace), never by assignment."""
 
 
 class EmbeddedServerConfig(_Cfg):
@@ -47,22 +44,6 @@ class NatsConfig(_Cfg):
     prefix: str = "vox"
     connect_timeout: Duration = Duration(5)
     embedded: EmbeddedServerConfig = msgspec.field(default_factory=EmbeddedServerConfig)
-
-
-class StreamLimits(_Cfg):
-    max_age: Duration
-    max_bytes: ByteSize
-    replicas: Annotated[int, Meta(ge=1, le=5)] = 1
-    storage: Literal["file", "memory"] = "file"
-
-
-class StreamsConfig(_Cfg):
-    audio: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=Duration(86400), max_bytes=ByteSize(2 << 30)))
-    text: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=Duration(7 * 86400), max_bytes=ByteSize(256 << 20)))
-    ctl: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=Duration(7 * 86400), max_bytes=ByteSize(64 << 20)))
-    admin: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=Duration(86400), max_bytes=ByteSize(64 << 20)))
-    uploads: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=Duration(600), max_bytes=ByteSize(1 << 30)))
-    """The Object Store bucket for audio too large for one message (each object removed when its call ends)."""
 
 
 class ModelSource(_Cfg):

@@ -81,7 +81,8 @@ class CacheEvent(_Admin, tag="cache"):
 class RetentionWarning(_Admin, tag="retention"):
     """A service's consumer is close to losing messages it has not yet taken to the stream's
     limits (an outage of the service, or more load than it keeps up with). Sent when the
-    headroom falls under a fifth of what the stream holds, every minute while it stays so, and
+    headroom falls under a fifth of what the stream holds, or the oldest message waiting has used
+    four fifths of the stream's max_age, every minute while it stays so, and
     once more (`level: ok`) when it recovers. ``manager`` is the service's name."""
 
     level: Literal["warning", "ok"]
@@ -93,6 +94,10 @@ class RetentionWarning(_Admin, tag="retention"):
     """About how many more messages the stream takes before its limits drop the oldest of those."""
     capacity: int = 0
     """About how many messages of this size the stream holds at its max_bytes / max_msgs."""
+    oldest_age: float = 0.0
+    """Seconds since the oldest message not yet taken was stored (0: none waiting)."""
+    max_age: float = 0.0
+    """The stream's age limit in seconds (0: none); a warning is also sent when oldest_age passes four fifths of it."""
 
 
 AdminEvent = Union[ModelEvent, ResourceSnapshot, CacheEvent, RetentionWarning]

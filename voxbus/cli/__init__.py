@@ -51,6 +51,17 @@ def setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # nats-py logs every reconnect attempt; keep that for -v.
     logging.getLogger("nats").setLevel(logging.INFO if verbose else logging.WARNING)
+    # stamina's own hook logs a bare "stamina.retry_scheduled" (its details go to structured
+    # fields a plain formatter drops): say what is retried, why, and when.
+    import stamina.instrumentation
+
+    stamina.instrumentation.set_on_retry_hooks([_log_retry])
+
+
+def _log_retry(details) -> None:
+    logging.getLogger("voxbus.retry").warning(
+        "retrying %s in %.1f s (attempt %d, %.1f s so far): %s", details.name, details.wait_for,
+        details.retry_num, details.waited_so_far, details.caused_by)
 
 
 def stop_on_signals() -> asyncio.Event:

@@ -7,7 +7,7 @@ import pytest
 
 import voxbus.messages as m
 from voxbus.errors import ProtocolError
-from voxbus.messages import admin, audio, control, model, text
+from voxbus.messages import admin, audio, control, model, status, text
 
 FMT = m.AudioFormat(rate=48000, channels=2, sample="f32le")
 REF = m.ModelRef(id="whisper-tiny-en", version="tiny.en", fingerprint="0123456789abcdef", backend="faster_whisper")
@@ -62,6 +62,9 @@ EXAMPLES = {
     m.UnloadModelRequest: m.UnloadModelRequest(model="a"),
     m.ModelReply: m.ModelReply(manager="m1", model=m.ModelInfo(id="a", kind="stt", backend="faster_whisper")),
     m.ErrorReply: m.ErrorReply(code="overloaded", message="queue full", transient=True, retry_after=1.5),
+    m.ServiceStatus: m.ServiceStatus(service="stt", instance="NUID1", healthy=False, restarts={"stt-detect": 5},
+                                     sessions=12, pending=340, lag_ms=18.5, lag_max_ms=140.0,
+                                     counters={"frames": 9000, "utterances": 31}),
 }
 
 UNIONS = {m.ControlEvent: (m.SessionStart, m.SessionEnd, m.Interrupt, m.SessionError, m.SessionTranscribed),
@@ -71,7 +74,7 @@ UNIONS = {m.ControlEvent: (m.SessionStart, m.SessionEnd, m.Interrupt, m.SessionE
 
 def all_wire_structs():
     found = set()
-    for module in (audio, text, control, admin, model):
+    for module in (audio, text, control, admin, model, status):
         for name, obj in vars(module).items():
             if inspect.isclass(obj) and issubclass(obj, msgspec.Struct) and obj.__module__ == module.__name__ \
                     and not name.startswith("_"):

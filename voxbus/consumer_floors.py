@@ -68,6 +68,7 @@ class KeptConsumer:
                           ack_wait=ack_wait, max_ack_pending=max_ack_pending, start_new=start_new)
         self.sub = None
         self.rebound = 0
+        self.pending = 0  # not yet acknowledged, as of the last check()
         self.service = durable
         self._warned, self._warned_at = False, 0.0
 
@@ -87,6 +88,7 @@ class KeptConsumer:
             self.sub = await bind_resuming(self.bus.js, recorded_floor=await self._recorded(), **self._bind)
             self.rebound += 1
             return
+        self.pending = (info.num_pending or 0) + (info.num_ack_pending or 0)
         floor = (info.ack_floor.stream_seq if info.ack_floor and info.ack_floor.stream_seq else 0) + 1
         await self.kv.put(self.durable, str(floor).encode())
         await self._watch_retention(floor)

@@ -1,14 +1,25 @@
 """What every long-running voxbus service (STT, TTS, assistant) does the same way: it is an async
 context manager around start() and stop(), holds its NATS subscriptions, and at stop
 unsubscribes them (a connection already gone is no error) and ends its per-session tasks; its
-long-lived loops run supervised: restarted with backoff if they die, and counted."""
+long-lived loops run supervised: restarted with backoff if they die, and counted. Each process is
+also a NATS micro service (`<prefix>-<service>`) whose `status` endpoint answers a ServiceStatus,
+so `$SRV.STATS` shows every instance's health and load."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from typing import Awaitable, Callable, Iterable
+
+import msgspec
+
+from voxbus import __version__
+from voxbus.messages import codec
+from voxbus.messages.status import ServiceStatus
+from voxbus.micro import MicroService
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +32,33 @@ UNHEALTHY_WINDOW_S = 60.0
 
 
 class BusService:
+    service_kind = "service"
+    """The service's name in subjects: stt, tts, assistant."""
+
     def __init__(self) -> None:
         self._subs: list = []
         self.restarts: dict[str, list[float]] = {}  # task name -> monotonic times it was restarted
+        self._micro: MicroService | None = None
+
+    def status(self) -> ServiceStatus:
+        """What `<prefix>.status.<service>` answers; services add their load to it."""
+        now = time.monotonic()
+        recent = {name: sum(now - at < UNHEALTHY_WINDOW_S for at in times) for name, times in self.restarts.items()}
+        return ServiceStatus(service=self.service_kind, instance=self._micro.id if self._micro else "",
+                             healthy=self.healthy, restarts={name: n for name, n in recent.items() if n})
+
+    async def _announce(self, bus, description: str) -> None:
+        """Make this process discoverable (`$SRV.PING/INFO/STATS`) with its `status` endpoint."""
+        self._micro = await MicroService(
+            bus.nc, name=bus.subjects.service_name(self.service_kind), version=__version__, description=description,
+            metadata={"pid": str(os.getpid()), "host": socket.gethostname()},
+            queue_group=bus.subjects.queue_group(self.service_kind),
+            stats_data=lambda endpoint: msgspec.to_builtins(self.status())).start()
+
+        async def answer(msg) -> None:
+            if msg.reply:
+                await msg.respond(codec.encode(self.status()))
+        await self._micro.add_endpoint("status", bus.subjects.status(self.service_kind), answer)
 
     @property
     def healthy(self) -> bool:
@@ -73,6 +108,9 @@ class BusService:
         await self.stop()
 
     async def _unsubscribe(self) -> None:
+        micro, self._micro = self._micro, None
+        if micro is not None:
+            await micro.stop()
         subs, self._subs = self._subs, []
         for sub in subs:
             try:

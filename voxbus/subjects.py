@@ -173,9 +173,14 @@ class Subjects:
         """Durable consumer name of a voxbus service (shared by its replicas)."""
         return f"{self.prefix}-{_token(service, 'service name')}"
 
-    def service_name(self) -> str:
-        """NATS micro service name of the ModelManager (discoverable via $SRV.PING)."""
-        return f"{self.prefix}-model-manager"
+    def service_name(self, service: str = "model-manager") -> str:
+        """NATS micro service name of the ModelManager, or of another voxbus service (stt, tts,
+        assistant), discoverable via $SRV.PING."""
+        return f"{self.prefix}-{_token(service, 'service name')}"
+
+    def status(self, service: str) -> str:
+        """Request subject of a service's ServiceStatus (not stored in any stream)."""
+        return f"{self.prefix}.status.{_token(service, 'service name')}"
 
     def queue_group(self, service: str) -> str:
         return f"{self.prefix}-{_token(service, 'service name')}"

@@ -54,6 +54,8 @@ class _Conversation:
 
 
 class Assistant(BusService):
+    service_kind = "assistant"
+
     def __init__(self, bus: Bus, models: ModelClient | None = None) -> None:
         super().__init__()
         self.bus = bus
@@ -72,6 +74,7 @@ class Assistant(BusService):
             ack_wait=float(self.cfg.consumer.ack_wait), max_ack_pending=self.cfg.consumer.max_ack_pending,
             start_new=True)]
         self._pruner = self._supervised("assistant-prune", self._prune_idle)
+        await self._announce(self.bus, "voxbus assistant: answers transcripts through the LLM")
         log.info("assistant answering %s", self.subjects.all_transcripts())
 
     async def stop(self) -> None:

@@ -18,6 +18,7 @@ from voxbus.messages.model import (
     ModelReply, SamplingOptions, SynthesizeReply, SynthesizeRequest, TranscribeReply,
     TranscribeRequest, UnloadModelRequest, Usage, WorkerInfo,
 )
+from voxbus.messages.status import ServiceStatus
 from voxbus.messages.text import ModelRef, ReplyChunk, SayRequest, Segment, Timings, Transcript
 
 __all__ = [
@@ -26,7 +27,7 @@ __all__ = [
     "GenerateTimings", "GpuStats", "Interrupt", "ListModelsReply", "ListModelsRequest",
     "LoadModelRequest", "LoadedModelStats", "META_HEADER", "ModelEvent", "ModelInfo",
     "ModelMetrics", "ModelRef", "ModelReply", "ReplyChunk", "ResourceSnapshot", "RetentionWarning", "SAMPLE_WIDTH",
-    "SampleType", "SamplingOptions", "SayRequest", "Segment", "SessionEnd", "SessionError",
+    "SampleType", "SamplingOptions", "SayRequest", "Segment", "ServiceStatus", "SessionEnd", "SessionError",
     "SessionStart", "SessionTranscribed", "SpeechChunk", "SynthesizeReply", "SynthesizeRequest", "Timings",
     "TranscribeReply", "TranscribeRequest", "Transcript", "UnloadModelRequest", "Usage", "WorkerInfo", "decode",
     "decode_meta", "encode", "meta_headers",

@@ -13,10 +13,10 @@ import msgspec.inspect as mi
 
 from voxbus import subjects as sj
 from voxbus.config.schema import Config
-from voxbus.messages import admin, audio, codec, control, model as mm, text
+from voxbus.messages import admin, audio, codec, control, model as mm, status, text
 from voxbus.messages.headers import STATUS as STATUS_HEADER
 
-MODULES = (audio, text, control, admin, mm)
+MODULES = (audio, text, control, admin, mm, status)
 SID = "demo"
 S = sj.Subjects("vox")
 CFG = Config()

@@ -76,6 +76,10 @@ The ModelManager is a NATS micro service named `{S.service_name()}` (discoverabl
 
 {models}
 
+### Service status
+
+Every STT, TTS and assistant process is a NATS micro service too: `{S.service_name("stt")}`, `{S.service_name("tts")}` and `{S.service_name("assistant")}`, found through `$SRV.PING`. Each has one endpoint, `status`, on `{S.status("stt")}` (and `.tts`, `.assistant`; queue group `{S.queue_group("stt")}` and so on), that answers a [ServiceStatus](#servicestatus) for an empty request. `$SRV.STATS.{S.service_name("stt")}` asks every instance at once: each answer carries its ServiceStatus as the endpoint's `data`, so `healthy: false` (a loop that keeps dying) shows which process to look at.
+
 ### Streams
 
 Defaults from the packaged configuration (`streams.*` in voxbus.yaml). Duplicate window: {DUPLICATE_WINDOW_S:g} s.

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 
+import msgspec
 from nats.aio.msg import Msg
 
 from voxbus.bus import Bus
 from voxbus.client.model_client import ModelClient
 from voxbus.service_base import BusService
 from voxbus.consumer_floors import KeptConsumer, state_bucket
+from voxbus.messages.status import ServiceStatus
 from voxbus.stt.cutter import CutterSettings
 from voxbus.stt.intake import FrameIntake, SttStats
 from voxbus.stt.session import Phase, SessionState
@@ -32,6 +35,8 @@ from voxbus.stt.vad import SileroVad
 
 REORDER_POLL_S = 0.25
 """How often frames waiting after a gap are looked at when no other frame comes."""
+LAG_WINDOW = 500
+"""Frames the status's lag figures cover: the last ten seconds of one live session, or less of many."""
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,8 @@ __all__ = ["MODEL_FORMAT", "SttService", "SttStats"]
 
 
 class SttService(BusService):
+    service_kind = "stt"
+
     """``async with SttService(bus) as stt: ...``"""
 
     def __init__(self, bus: Bus, models: ModelClient | None = None, on_stage: StageHook | None = None) -> None:
@@ -90,6 +97,7 @@ class SttService(BusService):
         self._subs.append(await KeptConsumer(
             self.bus, kv, stream=self.subjects.stream("ctl"), durable=self.subjects.consumer("stt-end"),
             filter_subject=self.subjects.all_control("end"), cb=self._on_end, **common).bind())
+        await self._announce(self.bus, "voxbus STT: cuts sessions' audio into utterances and transcribes them")
         log.info("STT service consuming %s", self.subjects.all_audio_in())
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -99,6 +107,17 @@ class SttService(BusService):
         await self._unsubscribe()
         await self._end_tasks([s.worker for s in self.sessions.values()], grace)
         await self._end_tasks(self._tasks)
+
+    def status(self) -> ServiceStatus:
+        lag = sorted(itertools.islice(reversed(self.stats.lag_s), LAG_WINDOW))
+        st = self.stats
+        return msgspec.structs.replace(
+            super().status(), sessions=len(self.sessions),
+            pending=sum(k.pending for k in self._subs if isinstance(k, KeptConsumer)),
+            lag_ms=round(1000 * lag[len(lag) // 2], 1) if lag else None,
+            lag_max_ms=round(1000 * lag[-1], 1) if lag else None,
+            counters={"frames": st.frames, "rejected": st.rejected, "gaps": st.gaps, "utterances": st.utterances,
+                      "sessions_done": st.sessions_done})
 
     # -- delivery ---------------------------------------------------------------------------------
     async def _on_frame(self, msg: Msg) -> None:

@@ -59,6 +59,8 @@ class _Session:
 
 
 class TtsService(BusService):
+    service_kind = "tts"
+
     def __init__(self, bus: Bus, models: ModelClient | None = None) -> None:
         super().__init__()
         self.bus = bus
@@ -75,6 +77,7 @@ class TtsService(BusService):
                                 max_ack_pending=self.bus.config.tts.consumer.max_ack_pending, start_new=True),
             await self.bus.nc.subscribe(self.subjects.all_control("interrupt"), cb=self._on_interrupt),
         ]
+        await self._announce(self.bus, "voxbus TTS: speaks say requests into sessions' audio")
         log.info("TTS service consuming %s", self.subjects.all_say())
 
     async def stop(self) -> None:

@@ -305,6 +305,31 @@ async def test_frames_stored_out_of_order_are_put_back_in_order(stack):
     assert wer(" ".join(sentences), " ".join(t.text for t in texts)) <= 0.15, [t.text for t in texts]
 
 
+async def test_a_sessions_first_frames_stored_after_later_ones_are_waited_for(stack):
+    """A session that begins while the broker restarts: its first frames are resent and stored
+    after later ones. They wait like frames after a gap, so none is reported missing; a session
+    whose first frames never come has them reported once stt.reorder_wait has passed."""
+    server, bus, stt, client, tmp = stack
+    sentences = ["The first words of this session were stored last."]
+    audio, rate = await speak(client, sentences)
+    fmt, frames = frames_20ms(audio, rate)
+    for sid in ("resent-start", "no-start"):
+        for seq in range(40, len(frames)):
+            await send_frame(bus, sid, fmt, seq, frames[seq])
+    await asyncio.sleep(1.0)  # the service has read what came: the first frames are still to come
+    for seq in range(40):
+        await send_frame(bus, "resent-start", fmt, seq, frames[seq])
+    for sid in ("resent-start", "no-start"):
+        await end_and_wait(bus, sid, len(frames) - 1)
+    assert not await stored_of(bus, "ctl", bus.subjects.control("resent-start", "error"), SessionError)
+    texts = await stored_of(bus, "text", bus.subjects.transcript("resent-start"), Transcript)
+    assert wer(" ".join(sentences), " ".join(t.text for t in texts)) <= 0.15, [t.text for t in texts]
+    errors = await stored_of(bus, "ctl", bus.subjects.control("no-start", "error"), SessionError)
+    assert [(e.code, e.seq) for e in errors] == [("frames_missing", 0)] and "frames 0-39 were never read" in errors[0].message
+    (done,) = await stored_of(bus, "ctl", bus.subjects.control("no-start", "transcribed"), SessionTranscribed)
+    assert done.frames_missing == 40
+
+
 async def test_frames_and_a_second_end_after_a_session_finished_for_silence_are_after_end(stack):
     """A session finished after stt.session_idle without an end event refuses a frame that comes
     later (after_end), even while its last utterance is still waiting for a manager, and so does

@@ -28,8 +28,8 @@ class AudioHold(_Cfg):
     """Concurrent live sessions AUDIO must hold while no STT service takes them (a crash, an upgrade); 0: use audio.max_bytes as given."""
     outage: Duration = Duration(900)
     """How long an STT outage AUDIO rides out for that many sessions before it drops untranscribed audio."""
-    session_rate: ByteSize = ByteSize(40_000)
-    """Bytes AUDIO stores per second of one session (16 kHz mono s16le in 20 ms frames, headers included: measured 38 KB/s)."""
+    session_rate: ByteSize = ByteSize(43_000)
+    """Bytes AUDIO stores per second of one session (16 kHz mono s16le in 20 ms frames, headers included: 42.4 KB/s measured)."""
 
     def need(self) -> int:
         return math.ceil(self.live_sessions * int(self.session_rate) * float(self.outage) * HOLD_HEADROOM)

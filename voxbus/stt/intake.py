@@ -109,7 +109,7 @@ class FrameIntake:
         except ProtocolError as exc:
             await self._reject(s, msg, "bad_header", str(exc), None)
             return None
-        late = self._after_end(s, head, msg)
+        late = s.late_reason(head.seq, lambda: stored_at(msg))
         if late:
             await self._reject(s, msg, "after_end", late, head.seq)
             return None
@@ -122,8 +122,11 @@ class FrameIntake:
                 await msg.ack()  # a second copy of a frame already taken (a publisher's retry)
             return None  # (or a redelivery of one still held: the held one will be acknowledged)
         if s.fed_seq < 0 and not s.start_checked and head.seq > s.skip_through + 1:
-            await self._never_read(s, head)
-        if s.fed_seq >= 0 and head.seq > s.fed_seq + 1 and self.reorder_wait > 0 and len(s.early) < MAX_EARLY:
+            s.start_checked = True
+            s.start_pending = await self._none_stored_before(s, head)
+        expected = s.fed_seq + 1 if s.fed_seq >= 0 else s.skip_through + 1
+        if ((s.fed_seq >= 0 or s.start_pending) and head.seq > expected and self.reorder_wait > 0
+                and len(s.early) < MAX_EARLY):
             s.early.setdefault(head.seq, (msg, head))  # (a redelivery of one waiting: the first is kept)
             if s.early_since is None:
                 s.early_since = time.monotonic()
@@ -137,6 +140,9 @@ class FrameIntake:
         while True:
             if s.fed_seq >= 0 and head.seq > s.fed_seq + 1:
                 await self._gap(s, msg, head)
+            elif s.start_pending and head.seq > s.skip_through + 1:
+                await self._never_read(s, head.seq)
+            s.start_pending = False
             try:
                 s.feed(msg.data, head.format, head.seq, head.offset, msg)
                 self.stats.frames += 1
@@ -169,45 +175,26 @@ class FrameIntake:
                 fed.append(await self._take(s, msg, head))
         return fed
 
-    @staticmethod
-    def _after_end(s: SessionState, head: AudioFrame, msg: Msg) -> str:
-        """Why a frame belongs to no session any more ('' if it does). A session is transcribed
-        once: audio sent after its end, or under its id once it was transcribed, is reported
-        rather than silently dropped or turned into a second `transcribed`. A redelivery after a
-        restart is neither: the server stored it before the session's `transcribed` event (both
-        times are the server's, so clocks of clients and services do not matter), and its seq is
-        covered. (The storage time is parsed only for a transcribed session: it costs a tenth of
-        the intake's time per frame.)"""
-        if s.transcribed_at is not None and (head.seq > s.transcribed_seq or stored_at(msg) > s.transcribed_at):
-            return (f"frame {head.seq} arrived after session {s.sid} was transcribed; "
-                    f"a session id is used once: send new audio as a new session")
-        if s.end_seq is not None and head.seq > s.end_seq:
-            return f"frame {head.seq} comes after the session's end event (last_seq {s.end_seq})"
-        if s.phase >= Phase.FLUSHED and head.seq > max(s.fed_seq, s.skip_through):
-            why = ("without it, as its end event named it but it had not come within stt.session_idle"
-                   if s.end_seq is not None else "after stt.session_idle with no frames")
-            return f"frame {head.seq} arrived after session {s.sid} was finished {why}"
-        return ""
-
-    async def _never_read(self, s: SessionState, head: AudioFrame) -> None:
+    async def _none_stored_before(self, s: SessionState, head: AudioFrame) -> bool:
         """The first frame this run reads of a session is not its first: were the ones before it
-        stored and taken (a run resuming mid-session), or are they gone? The stream's oldest
-        frame of the session says: if that is this one, the earlier ones were dropped by the
-        stream's limits before the service read them (or never sent)."""
-        s.start_checked = True
+        stored and taken (a run resuming mid-session), or are they not in the stream? The
+        stream's oldest frame of the session says. If that is this one, they are still to come
+        (a publisher resending after a broker restart: they wait like frames after a gap), or the
+        stream's limits dropped them before the service read them, or they were never sent."""
         try:
             raw = await self.js.get_msg(self.subjects.stream("audio"), seq=1, subject=self.subjects.audio_in(s.sid),
                                         direct=True, next=True)
-            first = codec.decode_meta(raw.headers, AudioFrame).seq
+            return codec.decode_meta(raw.headers, AudioFrame).seq == head.seq
         except (NotFoundError, ProtocolError):
-            return
-        if first != head.seq:
-            return  # earlier frames are stored: taken by an earlier run, or still to come in order
-        lost_from, lost_to = s.skip_through + 1, head.seq - 1
+            return False
+
+    async def _never_read(self, s: SessionState, seq: int) -> None:
+        """Frames before `seq`, the first this run takes of a session, were not in the stream."""
+        lost_from, lost_to = s.skip_through + 1, seq - 1
         s.missing += lost_to - lost_from + 1
         span = frame_span(lost_from, lost_to)
         await self.report(s, "frames_missing", f"{span} were never read: the stream no longer holds them (its "
-                          f"limits dropped them before the STT service took them) or they were never sent",
+                          f"limits dropped them before the STT service took them), or they were never sent",
                           lost_from, f"{s.sid}:gap:{lost_from}", capped=True)
 
     async def _gap(self, s: SessionState, msg: Msg, head: AudioFrame) -> None:

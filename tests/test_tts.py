@@ -219,3 +219,21 @@ async def test_chunk_numbers_go_on_after_an_idle_session_is_forgotten(stack):
     seqs = [c.seq for _, c, _ in got]
     assert {c.turn for _, c, _ in got} == {0, 1}
     assert seqs == list(range(len(seqs))), seqs  # one numbering for the session, never from 0 again
+
+
+async def test_a_deleted_tts_or_assistant_consumer_is_created_again_where_it_was(stack):
+    """Someone deletes the TTS's and the assistant's durable consumers: each is bound again at the
+    floor it had recorded (not at NEW), and a say request sent meanwhile is spoken."""
+    _, bus, _, assistant, _ = stack
+    tts, s = TTS[0], bus.subjects
+    for service in (tts, assistant):
+        await service._check_consumers()  # (each records its floor every few seconds anyway)
+    await bus.js.delete_consumer(s.stream("text"), s.consumer("tts"))
+    await bus.js.delete_consumer(s.stream("text"), s.consumer("assistant"))
+    got, sub = await collect_chunks(bus, "tts-rebound")
+    await bus.js.publish(s.say("tts-rebound"), codec.encode(SayRequest(text="Still here after all.", final=True)))
+    await until(lambda: got and got[-1][1].final, 30, "the say request sent while the consumer was gone")
+    await sub.unsubscribe()
+    kept = [k for service in (tts, assistant) for k in service._subs if hasattr(k, "rebound")]
+    assert sorted(k.durable for k in kept if k.rebound == 1) == ["vox-assistant", "vox-tts"]
+    assert sum(1 for _, c, _ in got if c.text) == 1

@@ -17,6 +17,7 @@ from typing import Awaitable, Callable, Iterable
 import msgspec
 
 from voxbus import __version__
+from voxbus.consumer_floors import KeptConsumer, state_bucket
 from voxbus.messages import codec
 from voxbus.messages.status import ServiceStatus
 from voxbus.micro import MicroService
@@ -39,6 +40,7 @@ class BusService:
         self._subs: list = []
         self.restarts: dict[str, list[float]] = {}  # task name -> monotonic times it was restarted
         self._micro: MicroService | None = None
+        self._watching: asyncio.Task | None = None  # the loop checking kept consumers (TTS, assistant)
 
     def status(self) -> ServiceStatus:
         """What `<prefix>.status.<service>` answers; services add their load to it."""
@@ -46,6 +48,29 @@ class BusService:
         recent = {name: sum(now - at < UNHEALTHY_WINDOW_S for at in times) for name, times in self.restarts.items()}
         return ServiceStatus(service=self.service_kind, instance=self._micro.id if self._micro else "",
                              healthy=self.healthy, restarts={name: n for name, n in recent.items() if n})
+
+    async def _keep_consumer(self, bus, *, ack_wait: float, **bind) -> KeptConsumer:
+        """Bind a durable consumer (KeptConsumer: bound again where it was if someone deletes it)
+        and watch it with the service's other kept consumers."""
+        kept = await KeptConsumer(bus, await state_bucket(bus), ack_wait=ack_wait, **bind).bind()
+        if self._watching is None:
+            period = max(min(ack_wait / 3, 5.0), 0.2)
+            self._watching = self._supervised(f"{self.service_kind}-consumers", lambda: self._watch_consumers(period))
+        self._subs.append(kept)
+        return kept
+
+    async def _watch_consumers(self, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            await self._check_consumers()
+
+    async def _check_consumers(self) -> None:
+        """Record where each kept consumer got to; bind one someone deleted again there."""
+        for consumer in [s for s in self._subs if isinstance(s, KeptConsumer)]:
+            try:
+                await consumer.check()
+            except Exception:  # a reconnect, say: the next period tries again
+                log.exception("checking consumer %s failed", consumer.durable)
 
     async def _announce(self, bus, description: str) -> None:
         """Make this process discoverable (`$SRV.PING/INFO/STATS`) with its `status` endpoint."""
@@ -108,6 +133,9 @@ class BusService:
         await self.stop()
 
     async def _unsubscribe(self) -> None:
+        watching, self._watching = self._watching, None
+        if watching is not None:
+            await self._end_tasks([watching])
         micro, self._micro = self._micro, None
         if micro is not None:
             await micro.stop()

@@ -30,7 +30,6 @@ from voxbus.messages.text import ReplyChunk, SayRequest, Transcript
 from voxbus.sentences import SentenceSplitter
 from voxbus.service_base import BusService
 from voxbus.session_errors import report_session_error
-from voxbus.consumers import bind_resuming
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +67,11 @@ class Assistant(BusService):
         self._pruner: asyncio.Task | None = None
 
     async def start(self) -> None:
-        self._subs = [await bind_resuming(
-            self.bus.js, stream=self.subjects.stream("text"), durable=self.subjects.consumer("assistant"),
+        await self._keep_consumer(
+            self.bus, stream=self.subjects.stream("text"), durable=self.subjects.consumer("assistant"),
             filter_subject=self.subjects.all_transcripts(), cb=self._on_transcript,
             ack_wait=float(self.cfg.consumer.ack_wait), max_ack_pending=self.cfg.consumer.max_ack_pending,
-            start_new=True)]
+            start_new=True)
         self._pruner = self._supervised("assistant-prune", self._prune_idle)
         await self._announce(self.bus, "voxbus assistant: answers transcripts through the LLM")
         log.info("assistant answering %s", self.subjects.all_transcripts())

@@ -216,11 +216,7 @@ class SttService(BusService):
                     log.exception("session %s: housekeeping failed", s.sid)
             if self._dirty:  # sessions a failed detection pass left, even when no frame comes to wake it
                 self._detect_wake.set()
-            for consumer in list(self._subs):  # where each got to; bound again if someone deleted it
-                try:
-                    await consumer.check()
-                except Exception:
-                    log.exception("checking consumer %s failed", consumer.durable)
+            await self._check_consumers()  # where each got to; bound again if someone deleted it
 
     async def _keep(self, s: SessionState, now: float) -> None:
         for f in s.stale(now - float(self.cfg.ack_wait) / 2):

@@ -28,7 +28,6 @@ from voxbus.messages.text import SayRequest
 from voxbus.sentences import SentenceSplitter, speakable
 from voxbus.service_base import BusService
 from voxbus.session_errors import report_session_error
-from voxbus.consumers import bind_resuming
 from voxbus.lookups import last_stored
 
 log = logging.getLogger(__name__)
@@ -70,13 +69,11 @@ class TtsService(BusService):
         self.idle = float(bus.config.tts.session_idle)
 
     async def start(self) -> None:
-        self._subs = [
-            await bind_resuming(self.bus.js, stream=self.subjects.stream("text"), durable=self.subjects.consumer("tts"),
-                                filter_subject=self.subjects.all_say(), cb=self._on_say,
-                                ack_wait=float(self.bus.config.tts.consumer.ack_wait),
-                                max_ack_pending=self.bus.config.tts.consumer.max_ack_pending, start_new=True),
-            await self.bus.nc.subscribe(self.subjects.all_control("interrupt"), cb=self._on_interrupt),
-        ]
+        self._subs = [await self.bus.nc.subscribe(self.subjects.all_control("interrupt"), cb=self._on_interrupt)]
+        await self._keep_consumer(self.bus, stream=self.subjects.stream("text"), durable=self.subjects.consumer("tts"),
+                                  filter_subject=self.subjects.all_say(), cb=self._on_say,
+                                  ack_wait=float(self.bus.config.tts.consumer.ack_wait),
+                                  max_ack_pending=self.bus.config.tts.consumer.max_ack_pending, start_new=True)
         await self._announce(self.bus, "voxbus TTS: speaks say requests into sessions' audio")
         log.info("TTS service consuming %s", self.subjects.all_say())
 

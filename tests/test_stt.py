@@ -251,7 +251,7 @@ async def test_a_session_id_is_used_once(stack):
 
 async def test_lost_and_repeated_frames_are_noticed_and_time_stays_true(stack):
     """Frames that never arrive are reported, and replaced by silence of their length, so later
-    transcript times stay right; a frame sent twice is taken once."""
+    transcript times stay right; a frame sent twice (as a new message) is taken once and reported."""
     server, bus, stt, client, tmp = stack
     s = bus.subjects
     sentences = ["The first sentence is about the apples growing in our garden.",
@@ -277,8 +277,11 @@ async def test_lost_and_repeated_frames_are_noticed_and_time_stays_true(stack):
             break
         await asyncio.sleep(0.1)
     errors = await stored_of(bus, "ctl", s.control("gap-1", "error"), SessionError)
-    assert [e.code for e in errors] == ["frames_missing"], errors
-    assert f"frames {min(lost)}-{max(lost)} never arrived (0.50 s" in errors[0].message and errors[0].seq == min(lost)
+    by_code = {e.code: e for e in errors}
+    assert sorted(by_code) == ["frames_duplicated", "frames_missing"] and len(errors) == 2, errors
+    gap, copy = by_code["frames_missing"], by_code["frames_duplicated"]
+    assert f"frames {min(lost)}-{max(lost)} never arrived (0.50 s" in gap.message and gap.seq == min(lost)
+    assert f"frame {doubled} came a second time, as a new message" in copy.message and copy.seq == doubled
     texts = await stored_of(bus, "text", s.transcript("gap-1"), Transcript)
     assert len(texts) == 2, [t.text for t in texts]
     assert wer(" ".join(sentences), " ".join(t.text for t in texts)) <= 0.15, [t.text for t in texts]

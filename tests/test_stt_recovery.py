@@ -146,6 +146,8 @@ async def test_a_deleted_consumer_is_created_again_where_it_was(nats_server, tmp
         for sid in ("before", "while-running", "while-down"):
             found = await texts(sid)
             assert len(found) == 1 and wer(SENTENCES[0], found[0].text) <= 0.2, (sid, found)
+            replayed = [m async for m in stored(bus.js, bus.subjects.stream("ctl"), bus.subjects.control(sid, "error"))]
+            assert not replayed, (sid, replayed)  # frames delivered again by the new consumer are no duplicates
 
 
 async def test_audio_the_stream_dropped_before_it_was_read_is_reported_and_counted(nats_server, tmp_path):

@@ -69,6 +69,7 @@ class KeptConsumer:
         self.sub = None
         self.rebound = 0
         self.pending = 0  # not yet acknowledged, as of the last check()
+        self.replay_horizon = 0  # bound again: stream sequences up to this one may be delivered twice
         self.service = durable
         self._warned, self._warned_at = False, 0.0
 
@@ -85,6 +86,7 @@ class KeptConsumer:
             log.warning("%s: consumer %s was deleted", self.stream, self.durable)
             await self.bus.heal_streams()  # (or its stream was)
             await self.unsubscribe()
+            self.replay_horizon = (await self.bus.js.stream_info(self.stream)).state.last_seq
             self.sub = await bind_resuming(self.bus.js, recorded_floor=await self._recorded(), **self._bind)
             self.rebound += 1
             return

@@ -20,6 +20,9 @@ CODES: dict[str, str] = {
                  "session already transcribed (a session id is used once); it is dropped",
     "frames_missing": "frames between two the STT service received never came (their `seq`s are named); the "
                       "session goes on, with silence where they were, so later times stay true",
+    "frames_duplicated": "frames whose `seq` the STT service had taken already came again as new messages (a "
+                         "client sending them twice without a `Nats-Msg-Id`, or after the duplicate window); the "
+                         "copies are dropped, and a run of them is reported once",
     "bad_request": "a say request that does not decode; it is dropped",
     "unavailable": "a say request the TTS service could not take because the bus did not answer when it read "
                    "the session's start event and last chunk (for seconds, retried); it is not spoken",

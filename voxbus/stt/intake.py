@@ -2,9 +2,10 @@
 delivered frame or end event checked and fed to its session.
 
 A frame is taken in `seq` order. One covered by a stored transcript (a run resuming after a crash
-sees it again), or a second copy of one already taken, is acknowledged and dropped; frames
-missing between two received are reported and replaced by silence; a frame after the session's
-end, or under the id of a session already transcribed, is reported and dropped. Bad input is its
+sees it again), or a second copy of one already taken, is acknowledged and dropped (a copy a
+client stored twice is reported); frames missing between two received are reported and replaced
+by silence; a frame after the session's end, or under the id of a session already transcribed,
+is reported and dropped (the reports: frame_reports.py). Bad input is its
 session's problem only: an error event on that session, never an exception here.
 """
 
@@ -14,6 +15,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -26,16 +28,14 @@ from voxbus.messages import codec
 from voxbus.messages.audio import AudioFrame
 from voxbus.messages.control import SessionEnd, SessionTranscribed
 from voxbus.messages.text import Transcript
-from voxbus.session_errors import report_session_error
 from voxbus.stt.cutter import CutterSettings
+from voxbus.stt.frame_reports import FrameReports, frame_seconds, stored_at, stream_seq
 from voxbus.stt.session import Phase, SessionState
-from voxbus.stt.vad import RATE, SileroVad
+from voxbus.stt.vad import SileroVad
 from voxbus.subjects import InvalidSessionId, validate_session_id
 
 log = logging.getLogger(__name__)
 
-MAX_ERROR_EVENTS = 20
-"""Frame error events per session; a stream of garbage frames gets a summary, not a flood."""
 MAX_EARLY = 2000
 """Frames of one session kept waiting after a gap (40 s of 20 ms frames); past that, at once."""
 
@@ -63,6 +63,10 @@ class FrameIntake:
         self.settings = settings
         self.stats = stats
         self.sessions: dict[str, SessionState] = {}
+        self.reports = FrameReports(bus, stats)
+        self.replayed_through: Callable[[], int] = lambda: 0
+        """The AUDIO stream sequence up to which its consumer, bound again after someone deleted
+        it, delivers frames this run may have taken before (not a client's second copy)."""
 
     async def session(self, sid: str) -> SessionState:
         """The session in flight under `sid`, or a new one that knows what earlier runs stored.
@@ -107,27 +111,38 @@ class FrameIntake:
         try:
             head = codec.decode_meta(msg.headers, AudioFrame)
         except ProtocolError as exc:
-            await self._reject(s, msg, "bad_header", str(exc), None)
+            await self.reports.reject(s, msg, "bad_header", str(exc), None)
             return None
         late = s.late_reason(head.seq, lambda: stored_at(msg))
         if late:
-            await self._reject(s, msg, "after_end", late, head.seq)
+            await self.reports.reject(s, msg, "after_end", late, head.seq)
             return None
         s.max_seq = max(s.max_seq, head.seq)  # even for frames skipped or rejected: the end waits for it
         if head.seq <= s.skip_through or s.phase >= Phase.FLUSHED:
             await msg.ack()  # covered by a stored transcript (a resumed run sees it again), or too late:
             return None  # the session was finished without it (give_up_missing)
         if head.seq <= s.fed_seq:
-            if not any(f.seq == head.seq for f in reversed(s.held)):
-                await msg.ack()  # a second copy of a frame already taken (a publisher's retry)
-            return None  # (or a redelivery of one still held: the held one will be acknowledged)
+            held = next((f for f in reversed(s.held) if f.seq == head.seq), None)
+            if held is not None and stream_seq(held.msg) == stream_seq(msg):
+                return None  # a redelivery of a frame still held: the held one will be acknowledged
+            await msg.ack()  # a second copy of a frame already taken
+            if self._sent_twice(s, head.seq, msg):
+                await self.reports.duplicate(s, head.seq, msg)
+            return None
         if s.fed_seq < 0 and not s.start_checked and head.seq > s.skip_through + 1:
             s.start_checked = True
             s.start_pending = await self._none_stored_before(s, head)
         expected = s.fed_seq + 1 if s.fed_seq >= 0 else s.skip_through + 1
         if ((s.fed_seq >= 0 or s.start_pending) and head.seq > expected and self.reorder_wait > 0
                 and len(s.early) < MAX_EARLY):
-            s.early.setdefault(head.seq, (msg, head))  # (a redelivery of one waiting: the first is kept)
+            waiting = s.early.get(head.seq)
+            if waiting is not None:  # a redelivery of one waiting (the first is kept), or a copy
+                if stream_seq(waiting[0]) != stream_seq(msg):
+                    await msg.ack()
+                    if self._sent_twice(s, head.seq, msg):
+                        await self.reports.duplicate(s, head.seq, msg)
+                return None
+            s.early[head.seq] = (msg, head)
             if s.early_since is None:
                 s.early_since = time.monotonic()
                 self.waiting.add(s.sid)
@@ -139,9 +154,11 @@ class FrameIntake:
         for it, in order."""
         while True:
             if s.fed_seq >= 0 and head.seq > s.fed_seq + 1:
-                await self._gap(s, msg, head)
+                await self.reports.gap(s, msg, head)
             elif s.start_pending and head.seq > s.skip_through + 1:
-                await self._never_read(s, head.seq)
+                await self.reports.never_read(s, head.seq)
+            if s.duplicates is not None:
+                await self.reports.flush_duplicates(s)
             s.start_pending = False
             try:
                 s.feed(msg.data, head.format, head.seq, head.offset, msg)
@@ -150,7 +167,7 @@ class FrameIntake:
                     self.stats.lag_s.append(time.time() - head.ts)
             except InvalidAudio as exc:
                 s.skip(head.seq, frame_seconds(msg.data, head))
-                await self._reject(s, msg, "invalid_audio", exc.message, head.seq)
+                await self.reports.reject(s, msg, "invalid_audio", exc.message, head.seq)
             if s.fed_seq + 1 not in s.early:
                 break
             msg, head = s.early.pop(s.fed_seq + 1)
@@ -175,6 +192,15 @@ class FrameIntake:
                 fed.append(await self._take(s, msg, head))
         return fed
 
+    def _sent_twice(self, s: SessionState, seq: int, msg: Msg) -> bool:
+        """Whether a frame whose seq was taken already is a client's second copy, stored as a
+        message of its own, rather than a redelivery, a replay by a consumer bound again, or a
+        frame that came after its gap was reported. (Rare: the metadata is parsed only here.)"""
+        md = msg.metadata
+        if md.num_delivered > 1 or md.sequence.stream <= self.replayed_through():
+            return False
+        return not any(first <= seq <= last for first, last in s.gaps)
+
     async def _none_stored_before(self, s: SessionState, head: AudioFrame) -> bool:
         """The first frame this run reads of a session is not its first: were the ones before it
         stored and taken (a run resuming mid-session), or are they not in the stream? The
@@ -187,44 +213,6 @@ class FrameIntake:
             return codec.decode_meta(raw.headers, AudioFrame).seq == head.seq
         except (NotFoundError, ProtocolError):
             return False
-
-    async def _never_read(self, s: SessionState, seq: int) -> None:
-        """Frames before `seq`, the first this run takes of a session, were not in the stream."""
-        lost_from, lost_to = s.skip_through + 1, seq - 1
-        s.missing += lost_to - lost_from + 1
-        span = frame_span(lost_from, lost_to)
-        await self.report(s, "frames_missing", f"{span} were never read: the stream no longer holds them (its "
-                          f"limits dropped them before the STT service took them), or they were never sent",
-                          lost_from, f"{s.sid}:gap:{lost_from}", capped=True)
-
-    async def _gap(self, s: SessionState, msg: Msg, head: AudioFrame) -> None:
-        """Frames between the last one taken and this one never came: say so, keep time true."""
-        missing = s.missing_seconds(head.seq, head.offset, frame_seconds(msg.data, head))
-        first, last = s.fed_seq + 1, head.seq - 1
-        s.missing += last - first + 1
-        s.fill_gap(missing)
-        self.stats.gaps += 1
-        span = frame_span(first, last)
-        where = f" at {(s.t0 or 0.0) + s.pos_in / RATE - missing:.2f} s" if s.t0 is not None else ""
-        await self.report(s, "frames_missing", f"{span} never arrived ({missing:.2f} s of audio{where}); the "
-                          f"transcript there may miss words", first, f"{s.sid}:gap:{first}", capped=True)
-
-    async def _reject(self, s: SessionState, msg: Msg, code: str, message: str, seq: int | None) -> None:
-        """A bad frame is this session's problem only: tell it, drop the frame, go on."""
-        self.stats.rejected += 1
-        await msg.term()
-        await self.report(s, code, message, seq, f"{s.sid}:error:{msg.metadata.sequence.stream}", capped=True)
-
-    async def report(self, s: SessionState, code: str, message: str, seq: int | None, msg_id: str, *,
-                     capped: bool = False) -> None:
-        """An error event on the session; frame errors stop after MAX_ERROR_EVENTS, the last saying so."""
-        if capped:
-            s.errors += 1
-            if s.errors > MAX_ERROR_EVENTS:
-                return
-            if s.errors == MAX_ERROR_EVENTS:
-                message += " (further errors of this session are not reported)"
-        await report_session_error(self.bus, s.sid, code, message, seq=seq, msg_id=msg_id)
 
     # -- end events -----------------------------------------------------------------------------
     async def end(self, msg: Msg) -> SessionState | None:
@@ -239,7 +227,7 @@ class FrameIntake:
         if s.transcribed_at is not None or (end.last_seq is not None and end.last_seq <= s.transcribed_seq):
             if s.transcribed_at is not None and stored_at(msg) > s.transcribed_at and (
                     end.last_seq is None or end.last_seq > s.transcribed_seq):
-                await self.report(s, "after_end", f"an end event arrived after session {sid} was transcribed; a "
+                await self.reports.report(s, "after_end", f"an end event arrived after session {sid} was transcribed; a "
                                   f"session id is used once", end.last_seq, f"{sid}:error:{msg.metadata.sequence.stream}")
             await msg.ack()  # (otherwise: the end of a session an earlier run finished, seen again)
             if not s.held and not s.pending:
@@ -248,7 +236,7 @@ class FrameIntake:
         if s.end_msg is not None or s.phase >= Phase.FLUSHED:  # ended already (or finished for idleness)
             first = s.end_seq if s.end_msg is not None else s.max_seq
             if end.last_seq is not None and (first is None or end.last_seq > first):
-                await self.report(s, "after_end", f"a second end event names frames up to {end.last_seq}, beyond "
+                await self.reports.report(s, "after_end", f"a second end event names frames up to {end.last_seq}, beyond "
                                   f"the session's end ({'last_seq ' + str(first) if first is not None else 'no last_seq'}"
                                   f"); the first end stands", end.last_seq, f"{sid}:error:{msg.metadata.sequence.stream}")
             await msg.ack()
@@ -257,28 +245,3 @@ class FrameIntake:
         s.last_heard = time.monotonic()
         s.advance(Phase.ENDED)
         return s
-
-    async def give_up_missing(self, s: SessionState) -> None:
-        """An ended session still waiting, after `session_idle`, for frames its end event named
-        (lost, or refused for a bad header): finish it without them, and say so."""
-        first, last = s.max_seq + 1, s.end_seq
-        span = frame_span(first, last)
-        if s.end_seq is not None:
-            s.missing += s.end_seq - s.max_seq
-        await self.report(s, "frames_missing", f"{span} named by the end event never arrived; the session is "
-                          f"finished without them", first, f"{s.sid}:gap:{first}", capped=True)
-        s.max_seq = max(s.max_seq, s.end_seq if s.end_seq is not None else s.max_seq)
-
-
-def stored_at(msg: Msg) -> float:
-    """When the server stored a JetStream message (its clock), in seconds since the epoch."""
-    return msg.metadata.timestamp.timestamp()
-
-
-def frame_span(first: int, last: int | None) -> str:
-    return f"frame {first}" if first == last else f"frames {first}-{last}"
-
-
-def frame_seconds(pcm: bytes, head: AudioFrame) -> float:
-    fmt = head.format
-    return len(pcm) / fmt.frame_bytes / fmt.rate if fmt.frame_bytes else 0.0

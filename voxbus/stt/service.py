@@ -91,9 +91,11 @@ class SttService(BusService):
         common = {"ack_wait": float(self.cfg.ack_wait), "max_ack_pending": self.cfg.max_ack_pending,
                   "start_new": self.cfg.start == "new"}
         kv = await state_bucket(self.bus)
-        self._subs.append(await KeptConsumer(
+        frames = await KeptConsumer(
             self.bus, kv, stream=self.subjects.stream("audio"), durable=self.subjects.consumer("stt"),
-            filter_subject=self.subjects.all_audio_in(), cb=self._on_frame, **common).bind())
+            filter_subject=self.subjects.all_audio_in(), cb=self._on_frame, **common).bind()
+        self._subs.append(frames)
+        self.intake.replayed_through = lambda: frames.replay_horizon
         self._subs.append(await KeptConsumer(
             self.bus, kv, stream=self.subjects.stream("ctl"), durable=self.subjects.consumer("stt-end"),
             filter_subject=self.subjects.all_control("end"), cb=self._on_end, **common).bind())
@@ -219,6 +221,8 @@ class SttService(BusService):
             await self._check_consumers()  # where each got to; bound again if someone deleted it
 
     async def _keep(self, s: SessionState, now: float) -> None:
+        if s.duplicates is not None:  # copies still coming in a run are reported once it has stopped
+            await self.intake.reports.flush_duplicates(s)
         for f in s.stale(now - float(self.cfg.ack_wait) / 2):
             await f.msg.in_progress()
             f.touched = now
@@ -238,7 +242,7 @@ class SttService(BusService):
         elif s.phase is Phase.ENDED and not s.complete:
             log.info("session %s: frames its end named missing for %.0fs: finishing without them", s.sid,
                      now - s.last_heard)
-            await self.intake.give_up_missing(s)
+            await self.intake.reports.give_up_missing(s)
         elif s.phase is Phase.FLUSHED:
             await self.writer.finish_if_done(s)  # an earlier try failed
             return

@@ -87,6 +87,8 @@ class SessionState:
         self.last_heard = time.monotonic()  # the last frame or end event: the idle clock
         self.errors = 0
         self.missing = 0  # frames this run reported missing (gaps, never-read starts, tails given up)
+        self.gaps: list[tuple[int, int]] = []  # the ranges reported missing (the first MAX_GAPS_KEPT)
+        self.duplicates: list[int] | None = None  # [first, last, stream seq] of copies not yet reported
         self.start_checked = False  # whether frames before the first one read were looked for
         self.start_pending = False  # they were not in the stream: wait for them as for a gap
         self.worker = None  # asyncio task transcribing `pending`

@@ -98,7 +98,7 @@ class TranscriptWriter:
         except ModelError as exc:
             if self.stopping():
                 raise asyncio.CancelledError from exc
-            await self.intake.report(s, exc.code, f"utterance at {u.t_start:.2f}s: {exc.message}", u.first_seq,
+            await self.intake.reports.report(s, exc.code, f"utterance at {u.t_start:.2f}s: {exc.message}", u.first_seq,
                                      f"{s.sid}:error:utt{u.first_seq}")
             return None
 
@@ -130,6 +130,7 @@ class TranscriptWriter:
         if s.phase is not Phase.FLUSHED or s.pending or s.worker is not None:
             return
         s.advance(Phase.FINISHING)  # the loop and the session's worker may both get here
+        await self.intake.reports.flush_duplicates(s)  # (its error events come before `transcribed`)
         last_seq = s.end_seq if s.end_seq is not None else s.max_seq
         event = SessionTranscribed(session=s.sid, ts=time.time(), utterances=s.next_utterance,
                                    last_seq=last_seq if last_seq >= 0 else None, frames_missing=s.missing)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,8 +19,11 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from nats.js.errors import NotFoundError
 
+from voxbus.auth.roles import inbox_prefix
+from voxbus.auth.users import public_key_of
+from voxbus.auth.violations import Violations
 from voxbus.config.schema import Config
-from voxbus.errors import ServerError
+from voxbus.errors import ConfigError, ServerError
 from voxbus.server import NatsServer, port_in_use
 from voxbus.streams import ensure_streams
 from voxbus.subjects import STREAM_FAMILIES, Subjects
@@ -59,6 +63,10 @@ class Bus:
         if now - self._healed_at < HEAL_EVERY_S:
             return
         self._healed_at = now
+        if self.config.nats.creds:  # with auth on only the operator may create streams
+            log.error("a stream is missing and these credentials may not create it: ask the operator "
+                      "(`voxbus server --auth` creates the streams when it starts)")
+            return
         missing = []
         for name in (self.subjects.stream(f) for f in STREAM_FAMILIES):
             try:
@@ -70,24 +78,60 @@ class Bus:
             await ensure_streams(self.js, self.subjects, self.config.streams)
 
 
-async def connect(url: str, name: str, timeout: float = 5.0) -> Client:
+async def connect(url: str, name: str, timeout: float = 5.0, creds: str | None = None) -> Client:
+    violations = Violations()
+    refused = asyncio.Event()
+
     async def on_error(exc: Exception) -> None:
+        if violations.record(exc):
+            return
+        if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in str(exc).lower():
+            refused.set()
         log.warning("nats: %s", exc)
 
     await _probe(url, timeout)
     # Reconnect forever once connected (services outlive server restarts), but a first connect
-    # to a wrong URL must fail with a clear error instead of retrying forever: bound it.
+    # to a wrong URL, or with credentials the server refuses, must fail with a clear error
+    # instead of retrying forever: bound it.
+    attempt = asyncio.ensure_future(nats.connect(
+        url, name=name, connect_timeout=timeout, allow_reconnect=True, max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5, error_cb=on_error, **credential_options(creds)))
+    gave_up = asyncio.ensure_future(refused.wait())
     try:
-        return await asyncio.wait_for(
-            nats.connect(
-                url, name=name, connect_timeout=timeout, allow_reconnect=True,
-                max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=on_error,
-            ),
-            timeout=timeout * 2,
-        )
+        done, _ = await asyncio.wait({attempt, gave_up}, timeout=timeout * 2, return_when=asyncio.FIRST_COMPLETED)
+        if attempt in done:
+            nc = attempt.result()
+            violations.attach(nc)
+            return nc
+        attempt.cancel()
+        if gave_up in done:
+            raise ServerError(f"NATS at {url} refused the connection: authorization violation (it needs "
+                              f"credentials it knows: --creds FILE or $VOXBUS_NATS_CREDS)")
+        raise asyncio.TimeoutError
     except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
         reason = str(exc) or ("timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__)
         raise ServerError(f"cannot reach NATS at {url}: {reason}") from None
+    finally:
+        gave_up.cancel()
+
+
+def credential_options(creds: str | None) -> dict:
+    """nats.connect options for a credentials file: a .creds file (user JWT and seed), or an
+    nkey seed from `voxbus creds new`, whose reply inbox is scoped to its public key."""
+    if not creds:
+        return {}
+    path = Path(creds).expanduser()
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the NATS credentials {path}: {exc.strerror or exc}") from None
+    if b"BEGIN NATS USER JWT" in text:
+        return {"user_credentials": str(path)}
+    try:
+        public = public_key_of(text.strip())
+    except Exception:
+        raise ConfigError(f"{path} is neither an nkey seed (from `voxbus creds new`) nor a NATS .creds file") from None
+    return {"nkeys_seed": str(path), "inbox_prefix": inbox_prefix(public)}
 
 
 async def _probe(url: str, timeout: float) -> None:
@@ -122,15 +166,16 @@ async def open_bus(config: Config, name: str = "voxbus", *, streams: bool = True
             raise ServerError(f"no NATS server at nats://{emb.host}:{emb.port} and none given with --nats "
                               f"(start one with `voxbus server`)")
         else:
-            server = await NatsServer(emb).start()
+            server = await NatsServer(emb, prefix=config.nats.prefix).start()
             url = server.url
+    creds = config.nats.creds or (str(server.own_seed) if server is not None and server.own_seed else None)
     try:
-        nc = await connect(url, name, config.nats.connect_timeout)
+        nc = await connect(url, name, config.nats.connect_timeout, creds)
         try:
             js = nc.jetstream()
             subjects = Subjects(config.nats.prefix)
-            if streams:
-                await ensure_streams(js, subjects, config.streams)
+            if streams and (creds is None or creds != config.nats.creds):  # (with credentials the streams
+                await ensure_streams(js, subjects, config.streams)  # are the operator's: `server --auth` makes them)
             yield Bus(nc=nc, js=js, subjects=subjects, config=config, server=server)
         finally:
             if not nc.is_closed:

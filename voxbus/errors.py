@@ -5,6 +5,7 @@
     ├── ServerError             the embedded nats-server cannot start (binary missing, port taken),
     │   │                       or the bus cannot store what a publisher sends
     │   └── FramesNotStored     frames the bus did not store within ingest.retry_window (counted)
+    ├── PermissionDenied        the server refused a publish or subscription (auth on): names the subject
     ├── ProtocolError           a message on the wire does not decode
     ├── InvalidName             a session id or subject token that would change NATS routing
     │   ├── InvalidSessionId
@@ -61,6 +62,15 @@ class FramesNotStored(ServerError):
     def __init__(self, message: str, *, lost: list[int], sent: int) -> None:
         super().__init__(message)
         self.lost, self.sent = lost, sent
+
+
+class PermissionDenied(VoxbusError):
+    """A server with auth on refused what this connection's credentials may not do."""
+
+    def __init__(self, subject: str, what: str = "publish") -> None:
+        verb = "publish to" if what == "publish" else "subscribe to"
+        super().__init__(f"permission denied: these credentials may not {verb} {subject}")
+        self.subject, self.what = subject, what
 
 
 class ProtocolError(VoxbusError):

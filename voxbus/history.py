@@ -40,6 +40,13 @@ async def stored(js: JetStreamContext, stream: str, subject: str, *, batch: int 
         try:
             name = (await sub.consumer_info()).name
             await sub.unsubscribe()
-            await js.delete_consumer(stream, name)
+            if not _restricted(js):  # (with credentials deleting consumers is the operator's: the
+                await js.delete_consumer(stream, name)  # server drops the idle reader after 30 s)
         except Exception as exc:  # the server drops idle ephemerals anyway
             log.debug("cleaning up a history reader: %s", exc)
+
+
+def _restricted(js: JetStreamContext) -> bool:
+    """Whether the connection authenticated with credentials (so its role may be limited)."""
+    nc = getattr(js, "_nc", None)
+    return any(getattr(nc, attr, None) for attr in ("_nkeys_seed", "_nkeys_seed_str", "_user_credentials"))

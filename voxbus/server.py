@@ -85,8 +85,10 @@ def die_with_parent() -> None:  # runs in the child between fork and exec
 class NatsServer:
     """One nats-server child process. ``async with NatsServer(cfg) as srv: srv.url``."""
 
-    def __init__(self, config: EmbeddedServerConfig | None = None, *, store_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, config: EmbeddedServerConfig | None = None, *, store_dir: str | os.PathLike | None = None,
+                 prefix: str = "vox") -> None:
         self.config = config or EmbeddedServerConfig()
+        self.prefix = prefix
         self.store_dir = Path(store_dir or self.config.store_dir or default_store_dir()).expanduser()
         self.port = self.config.port
         self.monitor_port = self.config.monitor_port
@@ -101,8 +103,32 @@ class NatsServer:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
+    @property
+    def auth_dir(self) -> Path:
+        return self.store_dir / "auth"
+
+    @property
+    def own_seed(self) -> Path | None:
+        """With auth on: the operator credential this launcher connects with."""
+        return self.auth_dir / "voxbus-server.nk" if self.config.auth else None
+
+    def _auth_config(self) -> Path:
+        """The bundled config with its open account replaced by the registered users."""
+        from voxbus.auth.users import UserRegistry, bundled_parts
+        from voxbus.subjects import Subjects
+
+        base, limits = bundled_parts(bundled_config().read_text())
+        registry = UserRegistry(self.auth_dir, Subjects(self.prefix), limits)
+        registry.server_seed()  # (registers the launcher's operator user on first use)
+        conf = self.auth_dir / "nats-server.conf"
+        conf.write_text(base + 'include "accounts.conf"\n')
+        return conf
+
     def command(self) -> list[str]:
-        conf = Path(self.config.config_file).expanduser() if self.config.config_file else bundled_config()
+        if self.config.auth:
+            conf = self._auth_config()
+        else:
+            conf = Path(self.config.config_file).expanduser() if self.config.config_file else bundled_config()
         if not conf.is_file():
             raise ServerError(f"nats-server config file not found: {conf}")
         # Port 0 means "any free one": nats-server picks it itself (-1) and writes what it took to a
@@ -144,7 +170,16 @@ class NatsServer:
             await self.stop()
             raise
         log.info("nats-server ready at %s (pid %d, store %s)", self.url, self.process.pid, self.store_dir)
+        if not self.config.auth:
+            log.warning("nats-server runs without authentication: anyone who can reach %s:%d can read and "
+                        "publish every session (start it with --auth for credentials and roles)",
+                        self.config.host, self.port)
         return self
+
+    def reload(self) -> None:
+        """Make the running server read its users again (SIGHUP); a revoked user is cut off."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGHUP)
 
     def _read_ports(self) -> bool:
         """Once nats-server has written its ports file: the ports it chose. False until then."""

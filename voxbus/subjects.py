@@ -130,6 +130,26 @@ class Subjects:
             raise InvalidSubjectToken(f"control event {event!r} is not one of {', '.join(CONTROL_EVENTS)}")
         return f"{self.prefix}.ctl.*.{event}"
 
+    def all_models(self) -> str:
+        return f"{self.prefix}.model.>"
+
+    def all_text(self) -> str:
+        """Every session's transcripts and replies (the TEXT stream's `text` half)."""
+        return f"{self.prefix}.text.>"
+
+    def all_tts(self) -> str:
+        return f"{self.prefix}.tts.>"
+
+    @staticmethod
+    def all_micro() -> str:
+        """Every micro discovery request (`$SRV.PING/INFO/STATS`, with or without name and id)."""
+        return "$SRV.>"
+
+    @staticmethod
+    def inbox(owner: str) -> str:
+        """A connection's own reply-inbox prefix (with auth on, each user may read only its own)."""
+        return f"_INBOX.{_token(owner, 'inbox owner')}"
+
     def all_admin(self) -> str:
         return f"{self.prefix}.admin.>"
 

@@ -12,14 +12,14 @@ from typing import Any, Callable
 
 from voxbus import __version__
 from voxbus.cli import (
-    ask_cmd, config_cmd, demo_cmd, listen_cmd, manager_cmd, models_cmd, publish_cmd, replay_cmd, say_cmd,
+    ask_cmd, config_cmd, creds_cmd, demo_cmd, listen_cmd, manager_cmd, models_cmd, publish_cmd, replay_cmd, say_cmd,
     server_cmd, stt_cmd, transcribe_cmd, up_cmd,
 )
 from voxbus.config import Config, load_config
 from voxbus.errors import ConfigError, VoxbusError
 
 COMMANDS = (demo_cmd, transcribe_cmd, up_cmd, server_cmd, config_cmd, manager_cmd, stt_cmd, publish_cmd, listen_cmd,
-            replay_cmd, say_cmd, ask_cmd, models_cmd)
+            replay_cmd, say_cmd, ask_cmd, models_cmd, creds_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="FILE", help="voxbus.yaml to layer over the defaults (or $VOXBUS_CONFIG)")
     common.add_argument("--nats", metavar="URL", help="NATS server URL (or $VOXBUS_NATS_URL); default: the embedded server")
+    common.add_argument("--creds", metavar="FILE", help="NATS credentials: an nkey seed from `voxbus creds new`, or a .creds file (or $VOXBUS_NATS_CREDS)")
     common.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS:
@@ -43,6 +44,8 @@ def load_for(args: argparse.Namespace, **overrides: Any) -> Config:
     over: dict[str, Any] = dict(overrides)
     if getattr(args, "nats", None):
         over.setdefault("nats", {})["url"] = args.nats
+    if getattr(args, "creds", None):
+        over.setdefault("nats", {})["creds"] = args.creds
     return load_config(getattr(args, "config", None), overrides=over)
 
 

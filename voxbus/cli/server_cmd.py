@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--port", type=int, help="client port (default 4222; 0 picks a free one)")
     p.add_argument("--monitor-port", type=int, help="loopback monitoring port (default 8222; 0 picks a free one)")
     p.add_argument("--store-dir", help="JetStream file store (default: the user data dir)")
+    p.add_argument("--auth", action="store_true",
+                   help="authentication on: only credentials from `voxbus creds new` connect, each with its role")
     p.set_defaults(handler=run)
 
 
@@ -26,12 +28,15 @@ def run(args: argparse.Namespace) -> int:
     config = load_for(args)
     emb = config.nats.embedded
     changes = {k: v for k, v in (("host", args.host), ("port", args.port), ("monitor_port", args.monitor_port),
-                                 ("store_dir", args.store_dir)) if v is not None}
+                                 ("store_dir", args.store_dir), ("auth", args.auth or None)) if v is not None}
     emb = msgspec.structs.replace(emb, **changes)
 
     async def serve() -> int:
         stop = stop_on_signals()
-        async with NatsServer(emb) as server:
+        async with NatsServer(emb, prefix=config.nats.prefix) as server:
+            if server.config.auth:
+                await prepare_streams(server, config)
+                print(f"authentication on: credentials in {server.auth_dir} (`voxbus creds new --role ROLE -o FILE`)")
             print(f"nats-server ready: {server.url}  (JetStream store {server.store_dir}, "
                   f"monitoring http://127.0.0.1:{server.monitor_port}, pid {server.pid})", flush=True)
             print("Ctrl-C to stop.", flush=True)
@@ -46,3 +51,20 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     return run_async(serve)
+
+
+async def prepare_streams(server: NatsServer, config) -> None:
+    """With auth on, only the operator may create streams: the server's launcher makes them (and
+    the services' STATE bucket) with its own operator credential."""
+    from voxbus.bus import Bus, connect
+    from voxbus.consumer_floors import state_bucket
+    from voxbus.streams import ensure_streams
+    from voxbus.subjects import Subjects
+
+    nc = await connect(server.url, "voxbus-server", float(config.nats.connect_timeout), str(server.own_seed))
+    try:
+        subjects = Subjects(config.nats.prefix)
+        await ensure_streams(nc.jetstream(), subjects, config.streams)
+        await state_bucket(Bus(nc=nc, js=nc.jetstream(), subjects=subjects, config=config))
+    finally:
+        await nc.close()

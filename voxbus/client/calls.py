@@ -32,6 +32,7 @@ import stamina
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from voxbus.auth.violations import guarded
 from voxbus.config.schema import ClientConfig
 from voxbus.errors import ModelCrashed, ModelError, Overloaded, PayloadTooLarge, Timeout, Unavailable, error_from_wire
 from voxbus.messages import headers as h
@@ -123,8 +124,8 @@ class Caller:
                 if now >= end:  # a timeout after acceptance is final: the work may be running still
                     raise Timeout(f"{subject}: no answer within the deadline", transient=not accepted)
                 wait = min(end - now, cfg.liveness_timeout if accepted else cfg.accept_timeout)
-                try:
-                    msg = await sub.next_msg(timeout=wait)
+                try:  # (a publish the server refused fails here at once, naming the subject)
+                    msg = await guarded(self.nc, sub.next_msg(timeout=wait), subject)
                 except nats.errors.TimeoutError:
                     if time.monotonic() >= end:
                         if accepted:

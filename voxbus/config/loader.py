@@ -20,6 +20,7 @@ from voxbus.errors import ConfigError
 
 ENV_CONFIG = "VOXBUS_CONFIG"
 ENV_NATS_URL = "VOXBUS_NATS_URL"
+ENV_NATS_CREDS = "VOXBUS_NATS_CREDS"
 ENV_OVERRIDE_PREFIX = "VOXBUS__"
 
 
@@ -69,7 +70,7 @@ def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
-    """VOXBUS_NATS_URL, and VOXBUS__A__B=value for any key (the value is read as YAML)."""
+    """VOXBUS_NATS_URL, VOXBUS_NATS_CREDS, and VOXBUS__A__B=value for any key (the value is read as YAML)."""
     over: dict[str, Any] = {}
     for name, raw in sorted(env.items()):
         if not name.startswith(ENV_OVERRIDE_PREFIX):
@@ -87,6 +88,8 @@ def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         node[keys[-1]] = value
     if env.get(ENV_NATS_URL):
         over = deep_merge(over, {"nats": {"url": env[ENV_NATS_URL]}})
+    if env.get(ENV_NATS_CREDS):
+        over = deep_merge(over, {"nats": {"creds": env[ENV_NATS_CREDS]}})
     return over
 
 

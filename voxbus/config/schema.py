@@ -36,6 +36,8 @@ class EmbeddedServerConfig(_Cfg):
     config_file: str | None = None
     """nats-server config; None: the one shipped with voxbus."""
     ready_timeout: Duration = Duration(20)
+    auth: bool = False
+    """Authentication on: only credentials made by `voxbus creds new` connect, each with its role's permissions."""
 
 
 class NatsConfig(_Cfg):
@@ -43,6 +45,8 @@ class NatsConfig(_Cfg):
     """None: use the embedded server (start it when nothing listens on its port)."""
     prefix: str = "vox"
     connect_timeout: Duration = Duration(5)
+    creds: str | None = None
+    """Credentials to connect with: an nkey seed file from `voxbus creds new`, or a NATS .creds file; None: none (a server without auth)."""
     embedded: EmbeddedServerConfig = msgspec.field(default_factory=EmbeddedServerConfig)
 
 

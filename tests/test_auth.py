@@ -197,3 +197,29 @@ async def test_each_service_runs_with_its_own_role_and_a_client_gets_its_transcr
         replayed = [codec.decode(m.data, Transcript) async for m in stored(bus.js, s.stream("text"), s.transcript("auth-1"))]
     assert live and wer(sentence, live[0].text) <= 0.2, live
     assert [t.text for t in replayed] == [t.text for t in live]
+
+
+@pytest.mark.models
+async def test_up_with_auth_then_transcribe_with_client_credentials(tmp_path):
+    """The main job with auth on: `voxbus up --auth` runs every service in its own role and writes
+    a client credential; `voxbus transcribe --creds` with it completes; without it, it is refused."""
+    import signal
+    import sys
+
+    clip = str(Path(__file__).resolve().parent.parent / "examples" / "welcome.flac")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "voxbus", "up", "--auth",
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        lines = [await asyncio.wait_for(proc.stdout.readline(), 120) for _ in range(2)]
+        assert b"with authentication" in lines[0], lines
+        words = lines[1].decode().split()
+        url, creds = words[words.index("--nats") + 1], words[words.index("--creds") + 1]
+        rc, out, err = await run_voxbus("transcribe", clip, "--nats", url, "--creds", creds)
+        assert rc == 0, err[-2000:]
+        assert "welcome" in out.lower(), out
+        rc, _, err = await run_voxbus("transcribe", clip, "--nats", url)
+        assert rc != 0 and "authorization violation" in err, err[-2000:]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()[-2000:]

@@ -107,6 +107,17 @@ class UserRegistry:
                 return u
         raise ConfigError(f"no active user named {name!r} (see `voxbus creds list`)")
 
+    def role_seed(self, name: str, role: str) -> Path:
+        """A credential kept in the auth dir for a service `voxbus up --auth` runs (made on first
+        use, reused after); its path."""
+        path = self.dir / f"{name}.nk"
+        active = {u.name: u for u in self.users() if u.revoked is None}
+        if not (path.exists() and name in active and active[name].public_key == public_key_of(path.read_bytes())):
+            if name in active:
+                self.revoke(name)
+            write_secret(path, self.add(name, role))
+        return path
+
     def server_seed(self) -> bytes:
         """The launcher's own operator credential, made on first use."""
         path = self.dir / f"{SERVER_USER}.nk"

@@ -10,6 +10,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                        description="Start the embedded server (unless --nats or one is running), the "
                                    "ModelManager, the STT and TTS services and the assistant. Ctrl-C drains.")
     p.add_argument("--preload", action="store_true", help="load the default models at start")
+    p.add_argument("--auth", action="store_true",
+                   help="embedded server with authentication on; each service runs with its own role, and "
+                        "a client credential is written for you")
     p.set_defaults(handler=run)
 
 
@@ -22,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
     from voxbus.tts import TtsService
 
     config = load_for(args)
+    if args.auth:
+        return run_async(lambda: up_with_auth(config, args.preload))
 
     async def up() -> int:
         stop = stop_on_signals()
@@ -38,3 +43,80 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     return run_async(up)
+
+
+SERVICE_ROLES = ("manager", "stt", "tts", "assistant")
+
+
+async def up_with_auth(config, preload: bool) -> int:
+    """The embedded server with auth on, and each service on a connection of its own role."""
+    import contextlib
+
+    import msgspec
+
+    from voxbus.assistant import Assistant
+    from voxbus.auth.users import UserRegistry
+    from voxbus.bus import open_bus
+    from voxbus.cli import stop_on_signals
+    from voxbus.cli.server_cmd import prepare_streams
+    from voxbus.errors import ConfigError
+    from voxbus.manager import ModelManager
+    from voxbus.server import NatsServer
+    from voxbus.stt import SttService
+    from voxbus.subjects import Subjects
+    from voxbus.tts import TtsService
+
+    if config.nats.url:
+        raise ConfigError("--auth starts the embedded server with authentication; it does not go with --nats")
+    stop = stop_on_signals()
+    emb = msgspec.structs.replace(config.nats.embedded, auth=True)
+    async with NatsServer(emb, prefix=config.nats.prefix) as server:
+        await prepare_streams(server, config)
+        registry = UserRegistry(server.auth_dir, Subjects(config.nats.prefix))
+        creds = {role: registry.role_seed(f"up-{role}", role) for role in (*SERVICE_ROLES, "client")}
+        server.reload()
+
+        def as_role(role: str):
+            return msgspec.structs.replace(config, nats=msgspec.structs.replace(
+                config.nats, url=server.url, creds=str(creds[role])))
+        async with contextlib.AsyncExitStack() as stack:
+            buses = {role: await stack.enter_async_context(_open_when_known(open_bus, as_role(role), role))
+                     for role in SERVICE_ROLES}
+            manager = await stack.enter_async_context(ModelManager(buses["manager"]))
+            if preload:
+                for model_id in config.manager.defaults.values():
+                    await manager.pool.load(manager.pool.find(model_id))
+            for service in (SttService(buses["stt"]), TtsService(buses["tts"]), Assistant(buses["assistant"])):
+                await stack.enter_async_context(service)
+            print(f"voxbus up on {server.url} with authentication: manager {manager.id}, stt, tts, assistant, "
+                  f"each with its own role; Ctrl-C to stop", flush=True)
+            print(f"clients connect with: --nats {server.url} --creds {creds['client']}  "
+                  f"(more: voxbus creds new --role client -o FILE --store-dir {server.store_dir})", flush=True)
+            await stop.wait()
+            print("draining...", flush=True)
+    return 0
+
+
+def _open_when_known(open_bus, config, role: str):
+    """open_bus, retried for a moment: the server reads new credentials asynchronously (SIGHUP)."""
+    import asyncio
+    import contextlib
+
+    from voxbus.errors import ServerError
+
+    @contextlib.asynccontextmanager
+    async def opened():
+        for attempt in range(50):
+            try:
+                cm = open_bus(config, name=f"voxbus-up-{role}", embed=False)
+                bus = await cm.__aenter__()
+                break
+            except ServerError:
+                if attempt == 49:
+                    raise
+                await asyncio.sleep(0.1)
+        try:
+            yield bus
+        finally:
+            await cm.__aexit__(None, None, None)
+    return opened()

@@ -223,3 +223,24 @@ async def test_up_with_auth_then_transcribe_with_client_credentials(tmp_path):
         proc.send_signal(signal.SIGINT)
         _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()[-2000:]
+
+
+async def test_tls_refuses_a_client_without_the_ca_and_admits_one_with_it(tmp_path):
+    """`voxbus server --tls` without a certificate of its own makes a local CA on first use."""
+    import ssl
+
+    server = await NatsServer(EmbeddedServerConfig(port=0, monitor_port=0, tls=True), store_dir=tmp_path / "js").start()
+    try:
+        ca = server.tls_ca
+        assert ca.is_file() and (ca.parent / "server-key.pem").stat().st_mode & 0o777 == 0o600
+        for refused in ({"tls": ssl.create_default_context()}, {}):  # the system's CAs only; no TLS asked for
+            with pytest.raises(ssl.SSLCertVerificationError):  # (nats-py upgrades when the server demands TLS)
+                await nats.connect(server.url, allow_reconnect=False, connect_timeout=2, **refused)
+        nc = await connect(server.url, "with-ca", 3.0, tls_ca=str(ca))
+        assert nc.is_connected
+        await nc.close()
+        async with open_bus(load_config(env={}, overrides={"nats": {"url": server.url, "tls_ca": str(ca)}}),
+                            embed=False) as bus:  # the whole voxbus path: streams made over TLS
+            assert (await bus.js.stream_info("VOX_AUDIO")).config.name == "VOX_AUDIO"
+    finally:
+        await server.stop()

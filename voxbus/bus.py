@@ -21,6 +21,7 @@ from nats.js.errors import NotFoundError
 
 from voxbus.auth.roles import inbox_prefix
 from voxbus.auth.users import public_key_of
+from voxbus.auth.tls import client_context
 from voxbus.auth.violations import Violations
 from voxbus.config.schema import Config
 from voxbus.errors import ConfigError, ServerError
@@ -78,7 +79,8 @@ class Bus:
             await ensure_streams(self.js, self.subjects, self.config.streams)
 
 
-async def connect(url: str, name: str, timeout: float = 5.0, creds: str | None = None) -> Client:
+async def connect(url: str, name: str, timeout: float = 5.0, creds: str | None = None,
+                  tls_ca: str | None = None) -> Client:
     violations = Violations()
     refused = asyncio.Event()
 
@@ -95,7 +97,7 @@ async def connect(url: str, name: str, timeout: float = 5.0, creds: str | None =
     # instead of retrying forever: bound it.
     attempt = asyncio.ensure_future(nats.connect(
         url, name=name, connect_timeout=timeout, allow_reconnect=True, max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5, error_cb=on_error, **credential_options(creds)))
+        reconnect_time_wait=0.5, error_cb=on_error, **credential_options(creds), **tls_options(tls_ca)))
     gave_up = asyncio.ensure_future(refused.wait())
     try:
         done, _ = await asyncio.wait({attempt, gave_up}, timeout=timeout * 2, return_when=asyncio.FIRST_COMPLETED)
@@ -113,6 +115,11 @@ async def connect(url: str, name: str, timeout: float = 5.0, creds: str | None =
         raise ServerError(f"cannot reach NATS at {url}: {reason}") from None
     finally:
         gave_up.cancel()
+
+
+def tls_options(tls_ca: str | None) -> dict:
+    context = client_context(tls_ca)
+    return {"tls": context} if context is not None else {}
 
 
 def credential_options(creds: str | None) -> dict:
@@ -169,8 +176,9 @@ async def open_bus(config: Config, name: str = "voxbus", *, streams: bool = True
             server = await NatsServer(emb, prefix=config.nats.prefix).start()
             url = server.url
     creds = config.nats.creds or (str(server.own_seed) if server is not None and server.own_seed else None)
+    tls_ca = config.nats.tls_ca or (str(server.tls_ca) if server is not None and server.tls_ca else None)
     try:
-        nc = await connect(url, name, config.nats.connect_timeout, creds)
+        nc = await connect(url, name, config.nats.connect_timeout, creds, tls_ca)
         try:
             js = nc.jetstream()
             subjects = Subjects(config.nats.prefix)

@@ -112,6 +112,24 @@ class NatsServer:
         """With auth on: the operator credential this launcher connects with."""
         return self.auth_dir / "voxbus-server.nk" if self.config.auth else None
 
+    @property
+    def tls_ca(self) -> Path | None:
+        """With TLS from the local CA: the CA certificate clients verify this server with."""
+        return self.store_dir / "tls" / "ca.pem" if self.config.tls and not self.config.tls_cert else None
+
+    def _tls_flags(self) -> list[str]:
+        if not self.config.tls:
+            return []
+        if bool(self.config.tls_cert) != bool(self.config.tls_key):
+            raise ServerError("TLS needs both a certificate and its key (tls_cert and tls_key), or neither")
+        if self.config.tls_cert:
+            cert, key = Path(self.config.tls_cert).expanduser(), Path(self.config.tls_key).expanduser()
+        else:
+            from voxbus.auth.tls import local_ca
+
+            _, cert, key = local_ca(self.store_dir / "tls", self.config.host)
+        return ["--tls", "--tlscert", str(cert), "--tlskey", str(key)]
+
     def _auth_config(self) -> Path:
         """The bundled config with its open account replaced by the registered users."""
         from voxbus.auth.users import UserRegistry, bundled_parts
@@ -137,7 +155,7 @@ class NatsServer:
                "-p", str(self.port or -1), "-m", str(self.monitor_port or -1), "-sd", str(self.store_dir)]
         if not (self.port and self.monitor_port):
             cmd += ["--ports_file_dir", str(self._ports_dir())]
-        return cmd
+        return cmd + self._tls_flags()
 
     def _ports_dir(self) -> Path:
         return self.store_dir / "ports"

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--config", metavar="FILE", help="voxbus.yaml to layer over the defaults (or $VOXBUS_CONFIG)")
     common.add_argument("--nats", metavar="URL", help="NATS server URL (or $VOXBUS_NATS_URL); default: the embedded server")
     common.add_argument("--creds", metavar="FILE", help="NATS credentials: an nkey seed from `voxbus creds new`, or a .creds file (or $VOXBUS_NATS_CREDS)")
+    common.add_argument("--tls-ca", metavar="FILE", help="CA certificate to verify a TLS server with (or $VOXBUS_NATS_TLS_CA)")
     common.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS:
@@ -46,6 +47,8 @@ def load_for(args: argparse.Namespace, **overrides: Any) -> Config:
         over.setdefault("nats", {})["url"] = args.nats
     if getattr(args, "creds", None):
         over.setdefault("nats", {})["creds"] = args.creds
+    if getattr(args, "tls_ca", None):
+        over.setdefault("nats", {})["tls_ca"] = args.tls_ca
     return load_config(getattr(args, "config", None), overrides=over)
 
 

@@ -19,6 +19,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--store-dir", help="JetStream file store (default: the user data dir)")
     p.add_argument("--auth", action="store_true",
                    help="authentication on: only credentials from `voxbus creds new` connect, each with its role")
+    p.add_argument("--tls", action="store_true",
+                   help="TLS on the client port (a local CA and server certificate are made on first use)")
+    p.add_argument("--tls-cert", metavar="FILE", help="the server certificate to use instead (with --tls-key)")
+    p.add_argument("--tls-key", metavar="FILE", help="its private key")
     p.set_defaults(handler=run)
 
 
@@ -28,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_for(args)
     emb = config.nats.embedded
     changes = {k: v for k, v in (("host", args.host), ("port", args.port), ("monitor_port", args.monitor_port),
-                                 ("store_dir", args.store_dir), ("auth", args.auth or None)) if v is not None}
+                                 ("store_dir", args.store_dir), ("auth", args.auth or None),
+                                 ("tls", args.tls or bool(args.tls_cert) or None), ("tls_cert", args.tls_cert),
+                                 ("tls_key", args.tls_key)) if v is not None}
     emb = msgspec.structs.replace(emb, **changes)
 
     async def serve() -> int:
@@ -37,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
             if server.config.auth:
                 await prepare_streams(server, config)
                 print(f"authentication on: credentials in {server.auth_dir} (`voxbus creds new --role ROLE -o FILE`)")
+            if server.config.tls:
+                ca = f" --tls-ca {server.tls_ca}" if server.tls_ca else " (verify it with your certificate's CA)"
+                print(f"TLS on: clients connect with{ca}")
             print(f"nats-server ready: {server.url}  (JetStream store {server.store_dir}, "
                   f"monitoring http://127.0.0.1:{server.monitor_port}, pid {server.pid})", flush=True)
             print("Ctrl-C to stop.", flush=True)
@@ -61,7 +70,8 @@ async def prepare_streams(server: NatsServer, config) -> None:
     from voxbus.streams import ensure_streams
     from voxbus.subjects import Subjects
 
-    nc = await connect(server.url, "voxbus-server", float(config.nats.connect_timeout), str(server.own_seed))
+    nc = await connect(server.url, "voxbus-server", float(config.nats.connect_timeout), str(server.own_seed),
+                       str(server.tls_ca) if server.tls_ca else config.nats.tls_ca)
     try:
         subjects = Subjects(config.nats.prefix)
         await ensure_streams(nc.jetstream(), subjects, config.streams)

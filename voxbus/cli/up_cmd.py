@@ -78,7 +78,8 @@ async def up_with_auth(config, preload: bool) -> int:
 
         def as_role(role: str):
             return msgspec.structs.replace(config, nats=msgspec.structs.replace(
-                config.nats, url=server.url, creds=str(creds[role])))
+                config.nats, url=server.url, creds=str(creds[role]),
+                tls_ca=str(server.tls_ca) if server.tls_ca else config.nats.tls_ca))
         async with contextlib.AsyncExitStack() as stack:
             buses = {role: await stack.enter_async_context(_open_when_known(open_bus, as_role(role), role))
                      for role in SERVICE_ROLES}

@@ -21,6 +21,7 @@ from voxbus.errors import ConfigError
 ENV_CONFIG = "VOXBUS_CONFIG"
 ENV_NATS_URL = "VOXBUS_NATS_URL"
 ENV_NATS_CREDS = "VOXBUS_NATS_CREDS"
+ENV_NATS_TLS_CA = "VOXBUS_NATS_TLS_CA"
 ENV_OVERRIDE_PREFIX = "VOXBUS__"
 
 
@@ -90,6 +91,8 @@ def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         over = deep_merge(over, {"nats": {"url": env[ENV_NATS_URL]}})
     if env.get(ENV_NATS_CREDS):
         over = deep_merge(over, {"nats": {"creds": env[ENV_NATS_CREDS]}})
+    if env.get(ENV_NATS_TLS_CA):
+        over = deep_merge(over, {"nats": {"tls_ca": env[ENV_NATS_TLS_CA]}})
     return over
 
 

@@ -38,6 +38,10 @@ class EmbeddedServerConfig(_Cfg):
     ready_timeout: Duration = Duration(20)
     auth: bool = False
     """Authentication on: only credentials made by `voxbus creds new` connect, each with its role's permissions."""
+    tls: bool = False
+    """TLS on the client port: with tls_cert/tls_key, or a local CA and server certificate made on first use (<store>/tls/)."""
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
 class NatsConfig(_Cfg):
@@ -47,6 +51,8 @@ class NatsConfig(_Cfg):
     connect_timeout: Duration = Duration(5)
     creds: str | None = None
     """Credentials to connect with: an nkey seed file from `voxbus creds new`, or a NATS .creds file; None: none (a server without auth)."""
+    tls_ca: str | None = None
+    """CA certificate to verify a TLS server with ($VOXBUS_NATS_TLS_CA); None: no TLS (the embedded server's own CA when this process starts it)."""
     embedded: EmbeddedServerConfig = msgspec.field(default_factory=EmbeddedServerConfig)
 
 

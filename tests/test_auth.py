@@ -25,7 +25,7 @@ from voxbus.messages import AudioFormat, AudioFrame, codec
 from voxbus.server import NatsServer
 from voxbus.subjects import Subjects
 
-ROLES = ("client", "stt", "manager", "operator")
+ROLES = ("client", "stt", "tts", "assistant", "manager", "operator")
 
 
 @pytest_asyncio.fixture
@@ -171,8 +171,10 @@ async def test_each_service_runs_with_its_own_role_and_a_client_gets_its_transcr
     from tests.helpers import running_manager, wer
     from tests.speech import speak
     from voxbus.ingest import SessionPublisher
-    from voxbus.messages import Transcript
+    from voxbus.assistant import Assistant
+    from voxbus.messages import ReplyChunk, SayRequest, SpeechChunk, Transcript
     from voxbus.stt import SttService
+    from voxbus.tts import TtsService
 
     server, _, creds = auth_server
     manager_config = load_config(env={}, overrides={"nats": {"url": server.url, "creds": str(creds["manager"])},
@@ -180,6 +182,9 @@ async def test_each_service_runs_with_its_own_role_and_a_client_gets_its_transcr
     sentence = "Only the right people may read this sentence."
     async with running_manager(manager_config) as _, \
             open_bus(config_for(server, creds["stt"]), name="stt", embed=False) as stt_bus, SttService(stt_bus), \
+            open_bus(config_for(server, creds["tts"]), name="tts", embed=False) as tts_bus, TtsService(tts_bus), \
+            open_bus(config_for(server, creds["assistant"]), name="assistant", embed=False) as a_bus, \
+            Assistant(a_bus), \
             open_bus(config_for(server, creds["client"]), name="client", embed=False) as bus:
         s = bus.subjects
         live = []
@@ -188,13 +193,34 @@ async def test_each_service_runs_with_its_own_role_and_a_client_gets_its_transcr
             live.append(codec.decode(msg.data, Transcript))
         await bus.nc.subscribe(s.transcript("auth-1"), cb=on_transcript)
         audio, rate = await speak(ModelClient.from_bus(bus), [sentence])
-        await SessionPublisher(bus, "auth-1").publish_pcm(
+        replies = []
+
+        async def on_reply(msg):
+            replies.append(codec.decode(msg.data, ReplyChunk))
+        await bus.nc.subscribe(s.reply("auth-1"), cb=on_reply)
+        await SessionPublisher(bus, "auth-1", assistant=True).publish_pcm(
             (audio * 32767).astype("<i2").tobytes(), AudioFormat(rate=rate))
         for _ in range(300):
             if live:
                 break
             await asyncio.sleep(0.1)
         replayed = [codec.decode(m.data, Transcript) async for m in stored(bus.js, s.stream("text"), s.transcript("auth-1"))]
+        speech = []
+
+        async def on_speech(msg):
+            speech.append(codec.decode_meta(msg.headers, SpeechChunk))
+        await bus.nc.subscribe(s.audio_out("auth-1"), cb=on_speech)
+        await bus.js.publish(s.say("auth-1"), codec.encode(SayRequest(text="Heard you.", final=True)))
+        for _ in range(300):
+            if any(c.final for c in speech):
+                break
+            await asyncio.sleep(0.1)
+        for _ in range(600):
+            if any(r.final for r in replies):
+                break
+            await asyncio.sleep(0.1)
+    assert any(c.final and c.turn == 0 for c in speech), speech  # the TTS, in its role, spoke into the session
+    assert any(r.final for r in replies), replies  # and the assistant, in its role, answered
     assert live and wer(sentence, live[0].text) <= 0.2, live
     assert [t.text for t in replayed] == [t.text for t in live]
 

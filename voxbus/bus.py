@@ -14,6 +14,7 @@ from typing import AsyncIterator
 
 import nats
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
@@ -86,6 +87,9 @@ async def connect(url: str, name: str, timeout: float = 5.0, creds: str | None =
 
     async def on_error(exc: Exception) -> None:
         if violations.record(exc):
+            return
+        if isinstance(exc, nats.js.errors.APIError):  # an async publish's failed ack: its publisher reports it
+            log.debug("nats: %s", exc)
             return
         if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in str(exc).lower():
             refused.set()

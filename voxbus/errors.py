@@ -4,7 +4,8 @@
     ├── ConfigError             a configuration file, override or model entry is invalid
     ├── ServerError             the embedded nats-server cannot start (binary missing, port taken),
     │   │                       or the bus cannot store what a publisher sends
-    │   └── FramesNotStored     frames the bus did not store within ingest.retry_window (counted)
+    │   ├── FramesNotStored     frames the bus did not store within ingest.retry_window (counted)
+    │   └── StreamFull          a stream that refuses new messages at its max_bytes (a tenant's quota)
     ├── PermissionDenied        the server refused a publish or subscription (auth on): names the subject
     ├── ProtocolError           a message on the wire does not decode
     ├── InvalidName             a session id or subject token that would change NATS routing
@@ -71,6 +72,10 @@ class PermissionDenied(VoxbusError):
         verb = "publish to" if what == "publish" else "subscribe to"
         super().__init__(f"permission denied: these credentials may not {verb} {subject}")
         self.subject, self.what = subject, what
+
+
+class StreamFull(ServerError):
+    """A stream at its max_bytes that discards new messages (a tenant's storage quota) refused one."""
 
 
 class ProtocolError(VoxbusError):

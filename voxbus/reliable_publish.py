@@ -23,9 +23,21 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js.api import PubAck
 
+from voxbus.errors import StreamFull
+
 log = logging.getLogger(__name__)
 
 _NOT_STORED = (nats.errors.Error, asyncio.TimeoutError, OSError)
+FULL = (10077, 10076)
+"""JetStream's "maximum bytes exceeded" / "maximum messages exceeded": a discard-new stream full."""
+
+
+def refuse_if_full(exc: BaseException | None, subject: str) -> None:
+    """A full stream will not take the frame however often it is sent: say so at once."""
+    if isinstance(exc, nats.js.errors.APIError) and exc.err_code in FULL:
+        raise StreamFull(f"{subject}: the stream is full ({exc.description}): it is at its max_bytes, this "
+                         f"deployment's or tenant's storage quota, and refuses new audio until old sessions "
+                         f"expire or the quota grows") from None
 
 
 @dataclass
@@ -72,6 +84,8 @@ class FramePublisher:
                 self._inflight.popleft()
                 self._outage_since = None
                 continue
+            if head.ack is not None and head.ack.done() and not head.ack.cancelled():
+                refuse_if_full(head.ack.exception(), self.subject)
             if head.ack is not None and not head.ack.done():
                 left = head.sent_at + self.ack_timeout - time.monotonic()
                 if left > 0:
@@ -114,6 +128,7 @@ async def store(nc: Client, js, subject: str, data: bytes, headers: dict[str, st
         except nats.js.errors.BadRequestError:
             raise
         except _NOT_STORED as exc:
+            refuse_if_full(exc, subject)
             log.debug("%s: not stored yet (%s)", subject, type(exc).__name__)
         if time.monotonic() + wait > until:
             return None

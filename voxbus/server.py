@@ -153,8 +153,8 @@ class NatsServer:
         # ports file, so there is no window in which another process could take it first.
         cmd = [find_binary(), "-c", str(conf), "-js", "-a", self.config.host,
                "-p", str(self.port or -1), "-m", str(self.monitor_port or -1), "-sd", str(self.store_dir)]
-        if not (self.port and self.monitor_port):
-            cmd += ["--ports_file_dir", str(self._ports_dir())]
+        # The ports file also tells `voxbus creds` which process to signal when users change.
+        cmd += ["--ports_file_dir", str(self._ports_dir())]
         return cmd + self._tls_flags()
 
     def _ports_dir(self) -> Path:
@@ -173,8 +173,7 @@ class NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         if not self.config.config_file:
             adopt_default_account_store(self.store_dir)
-        if "--ports_file_dir" in cmd:
-            self._ports_dir().mkdir(exist_ok=True)
+        self._ports_dir().mkdir(exist_ok=True)
         self._log_path = self.store_dir / "nats-server.log"
         log.info("starting %s", " ".join(cmd))
         with open(self._log_path, "ab") as logf:

@@ -32,7 +32,7 @@ def stream_configs(subjects: Subjects, streams: StreamsConfig) -> list[StreamCon
             max_age=float(limits.max_age),
             max_bytes=streams.max_bytes(family),
             num_replicas=limits.replicas,
-            discard=DiscardPolicy.OLD,
+            discard=DiscardPolicy.NEW if limits.discard == "new" else DiscardPolicy.OLD,
             duplicate_window=min(DUPLICATE_WINDOW_S, float(limits.max_age)) if limits.max_age else DUPLICATE_WINDOW_S,
             allow_direct=True,
         ))

@@ -185,6 +185,10 @@ class Subjects:
         request then names its object instead of carrying the PCM)."""
         return f"{self.prefix.upper()}_UPLOADS"
 
+    def tenants_bucket(self) -> str:
+        """Key-Value bucket of the deployment's tenants (key: tenant name, value: its quota in bytes)."""
+        return f"{self.prefix.upper()}_TENANTS"
+
     def state_bucket(self) -> str:
         """JetStream Key-Value bucket where services record how far their durable consumers got."""
         return f"{self.prefix.upper()}_STATE"

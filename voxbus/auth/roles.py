@@ -33,9 +33,9 @@ def js_read(stream: str) -> list[str]:
 
 
 def _state(s: Subjects) -> list[str]:
-    """The services' Key-Value bucket of consumer floors."""
+    """The services' Key-Value bucket of consumer floors, and the list of tenants they serve."""
     bucket = s.state_bucket()
-    return [f"$KV.{bucket}.>", *js_read(f"KV_{bucket}")]
+    return [f"$KV.{bucket}.>", *js_read(f"KV_{bucket}"), *js_read(f"KV_{s.tenants_bucket()}")]
 
 
 def permissions(role: str, s: Subjects, public_key: str) -> dict:

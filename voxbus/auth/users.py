@@ -21,6 +21,7 @@ from pathlib import Path
 import nkeys
 
 from voxbus.auth.roles import ROLES, permissions
+from voxbus.auth.tenants import model_mappings, tenant_subjects
 from voxbus.errors import ConfigError
 from voxbus.subjects import Subjects
 
@@ -38,6 +39,7 @@ class User:
     public_key: str
     created: float
     revoked: float | None = None
+    tenant: str | None = None
 
 
 def bundled_parts(conf_text: str | None = None) -> tuple[str, str]:
@@ -75,6 +77,24 @@ class UserRegistry:
         self.path = self.dir / "users.json"
         self.limits = account_limits or bundled_parts()[1]
 
+    @property
+    def tenants_path(self) -> Path:
+        return self.dir / "tenants.json"
+
+    def tenants(self) -> dict[str, int]:
+        """Tenant name -> storage quota in bytes."""
+        try:
+            return {name: int(quota) for name, quota in json.loads(self.tenants_path.read_text()).items()}
+        except FileNotFoundError:
+            return {}
+
+    def add_tenant(self, name: str, quota: int) -> None:
+        tenant_subjects(self.subjects, name)  # (validates the name)
+        tenants = self.tenants()
+        tenants[name] = int(quota)
+        write_secret(self.tenants_path, json.dumps(tenants, indent=1).encode())
+        self._save(self.users())
+
     def users(self) -> list[User]:
         try:
             rows = json.loads(self.path.read_text())
@@ -86,15 +106,19 @@ class UserRegistry:
         write_secret(self.path, json.dumps([asdict(u) for u in users], indent=1).encode())
         write_secret(self.dir / "accounts.conf", self.accounts_conf(users).encode())
 
-    def add(self, name: str, role: str) -> bytes:
+    def add(self, name: str, role: str, tenant: str | None = None) -> bytes:
         """A new user; returns its seed (the caller writes it where the user wants it)."""
         if role not in ROLES:
             raise ConfigError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+        if tenant is not None and (role != "client" or tenant not in self.tenants()):
+            raise ConfigError(f"tenant {tenant!r}: only a client belongs to a tenant, and the tenant must exist "
+                              f"(give --quota to create it)" if role == "client" else
+                              f"a {role} serves every tenant; only a client belongs to one")
         users = self.users()
         if any(u.name == name and u.revoked is None for u in users):
             raise ConfigError(f"a user named {name!r} exists already (revoke it first, or pick another name)")
         seed = new_seed()
-        users.append(User(name=name, role=role, public_key=public_key_of(seed), created=time.time()))
+        users.append(User(name=name, role=role, public_key=public_key_of(seed), created=time.time(), tenant=tenant))
         self._save(users)
         return seed
 
@@ -129,11 +153,32 @@ class UserRegistry:
 
     def accounts_conf(self, users: list[User] | None = None) -> str:
         users = [u for u in (self.users() if users is None else users) if u.revoked is None]
+        tenants = [tenant_subjects(self.subjects, t) for t in self.tenants()]
         rows = [f"      {{ nkey: {u.public_key}, permissions: "
-                f"{json.dumps(permissions(u.role, self.subjects, u.public_key))} }}  # {u.name} ({u.role})"
+                f"{json.dumps(self._permissions(u, tenants))} }}  # {u.name} ({u.role}{', ' + u.tenant if u.tenant else ''})"
                 for u in users]
+        maps = {src: dst for t in tenants for src, dst in model_mappings(self.subjects, t).items()}
+        mappings = "".join(f'      "{src}": "{dst}"\n' for src, dst in maps.items())
         body = "\n".join(rows)
         return (f"# Written by voxbus from {self.path.name}; edit with `voxbus creds`.\n"
                 f"accounts {{\n  {ACCOUNT}: {{\n"
                 f"    {self.limits}\n"
-                f"    users: [\n{body}\n    ]\n  }}\n}}\n")
+                f"    users: [\n{body}\n    ]\n"
+                + (f"    mappings: {{\n{mappings}    }}\n" if mappings else "")
+                + "  }\n}\n")
+
+    def _permissions(self, user: User, tenants: list[Subjects]) -> dict:
+        """A tenant's client: the client role in its tenant's prefix, and the model subjects its
+        mapping leads to. A service: its role in the deployment's prefix and in every tenant's."""
+        if user.tenant is not None:
+            own = tenant_subjects(self.subjects, user.tenant)
+            perms = permissions("client", own, user.public_key)
+            perms["publish"]["allow"] += list(model_mappings(self.subjects, own).values())
+            return perms
+        perms = permissions(user.role, self.subjects, user.public_key)
+        if user.role in ("stt", "tts", "assistant"):
+            for t in tenants:
+                more = permissions(user.role, t, user.public_key)
+                for direction in ("publish", "subscribe"):
+                    perms[direction]["allow"] += [x for x in more[direction]["allow"] if x not in perms[direction]["allow"]]
+        return perms

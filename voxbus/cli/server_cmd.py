@@ -66,7 +66,9 @@ async def prepare_streams(server: NatsServer, config) -> None:
     """With auth on, only the operator may create streams: the server's launcher makes them (and
     the services' STATE bucket) with its own operator credential."""
     from voxbus.bus import Bus, connect
+    from voxbus.auth.users import UserRegistry
     from voxbus.consumer_floors import state_bucket
+    from voxbus.tenancy import provision
     from voxbus.streams import ensure_streams
     from voxbus.subjects import Subjects
 
@@ -75,6 +77,9 @@ async def prepare_streams(server: NatsServer, config) -> None:
     try:
         subjects = Subjects(config.nats.prefix)
         await ensure_streams(nc.jetstream(), subjects, config.streams)
-        await state_bucket(Bus(nc=nc, js=nc.jetstream(), subjects=subjects, config=config))
+        bus = Bus(nc=nc, js=nc.jetstream(), subjects=subjects, config=config)
+        await state_bucket(bus)
+        for tenant, quota in UserRegistry(server.auth_dir, subjects).tenants().items():
+            await provision(bus, tenant, quota)
     finally:
         await nc.close()

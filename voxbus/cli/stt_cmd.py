@@ -16,14 +16,17 @@ def run(args: argparse.Namespace) -> int:
     from voxbus.bus import open_bus
     from voxbus.cli import load_for, run_async, stop_on_signals
     from voxbus.stt import SttService
+    from voxbus.tenancy import TenantServices
 
     config = load_for(args)
 
     async def serve() -> int:
         stop = stop_on_signals()
         async with open_bus(config, name="voxbus-stt") as bus:
-            async with SttService(bus):
-                print(f"STT service consuming {bus.subjects.all_audio_in()} on {bus.url}; Ctrl-C to stop", flush=True)
+            async with SttService(bus), TenantServices(bus, [SttService]) as tenants:
+                served = f" and {len(tenants.running)} tenants'" if tenants.running else ""
+                print(f"STT service consuming {bus.subjects.all_audio_in()}{served} on {bus.url}; Ctrl-C to stop",
+                      flush=True)
                 await stop.wait()
                 print("draining...", flush=True)
         return 0

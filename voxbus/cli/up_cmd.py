@@ -64,6 +64,7 @@ async def up_with_auth(config, preload: bool) -> int:
     from voxbus.server import NatsServer
     from voxbus.stt import SttService
     from voxbus.subjects import Subjects
+    from voxbus.tenancy import TenantServices
     from voxbus.tts import TtsService
 
     if config.nats.url:
@@ -89,6 +90,8 @@ async def up_with_auth(config, preload: bool) -> int:
                     await manager.pool.load(manager.pool.find(model_id))
             for service in (SttService(buses["stt"]), TtsService(buses["tts"]), Assistant(buses["assistant"])):
                 await stack.enter_async_context(service)
+            for role, factory in (("stt", SttService), ("tts", TtsService), ("assistant", Assistant)):
+                await stack.enter_async_context(TenantServices(buses[role], [factory]))  # (every tenant's)
             print(f"voxbus up on {server.url} with authentication: manager {manager.id}, stt, tts, assistant, "
                   f"each with its own role; Ctrl-C to stop", flush=True)
             print(f"clients connect with: --nats {server.url} --creds {creds['client']}  "

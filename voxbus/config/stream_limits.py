@@ -21,6 +21,8 @@ class StreamLimits(_Cfg):
     max_bytes: ByteSize
     replicas: Annotated[int, Meta(ge=1, le=5)] = 1
     storage: Literal["file", "memory"] = "file"
+    discard: Literal["old", "new"] = "old"
+    """At max_bytes: drop the oldest messages (old), or refuse new ones with an error (new: a tenant's quota)."""
 
 
 class AudioHold(_Cfg):

@@ -123,20 +123,20 @@ class Deployment:
 
 
 # -- the faults: each returns a line saying what it did ---------------------------------------------
-async def kill_stt(dep: Deployment) -> str:
-    pid = dep.stt.p.pid
-    await dep.stt.kill()
+async def kill_and_restart(proc: Proc) -> str:
+    pid = proc.p.pid
+    await proc.kill()
     await asyncio.sleep(1.0)
-    dep.stt.start()
-    return f"SIGKILL stt (pid {pid}), started again"
+    proc.start()
+    return f"SIGKILL {proc.name} (pid {pid}), started again"
+
+
+async def kill_stt(dep: Deployment) -> str:
+    return await kill_and_restart(dep.stt)
 
 
 async def kill_manager(dep: Deployment) -> str:
-    pid = dep.manager.p.pid
-    await dep.manager.kill()
-    await asyncio.sleep(1.0)
-    dep.manager.start()
-    return f"SIGKILL manager (pid {pid}), started again"
+    return await kill_and_restart(dep.manager)
 
 
 async def restart_server(dep: Deployment) -> str:

@@ -10,4 +10,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet --progress-bar off -e '.[test,coqui]'
+# nats.js for the test that a voxbus credential works from another language (needs node and npm)
+if command -v npm >/dev/null 2>&1; then
+  npm ci --prefix tests/js --no-audit --no-fund --silent
+fi
 exec .venv/bin/python -m pytest "$@"

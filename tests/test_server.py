@@ -125,3 +125,31 @@ async def test_a_store_from_before_the_voxbus_account_keeps_its_streams(tmp_path
         msg = await nc.jetstream().get_msg("OLD", seq=1)
         assert msg.data == b"kept"
         await nc.close()
+
+
+def _listening(pid):
+    return {(c.laddr.ip, c.laddr.port) for c in psutil.Process(pid).net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN}
+
+
+@pytest.mark.parametrize("auth", [False, True])
+def test_cli_server_binds_loopback_and_warns_when_open(tmp_path, auth):
+    """Without --auth voxbus says at start-up that the port is open to whoever reaches it; either
+    way the client and monitoring ports listen on loopback only unless --host says otherwise."""
+    cmd = [sys.executable, "-m", "voxbus", "server", "--port", "0", "--monitor-port", "0",
+           "--store-dir", str(tmp_path / "js")] + (["--auth"] if auth else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(2 if auth else 1)]  # (--auth says where creds are first)
+        assert "nats://127.0.0.1:" in lines[-1], lines
+        servers = [c for c in _children(proc.pid) if "nats-server" in c.name()]
+        assert servers
+        addresses = _listening(servers[0].pid)
+        assert len(addresses) >= 2 and {ip for ip, _ in addresses} == {"127.0.0.1"}, addresses
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    warned = "without authentication: anyone who can reach 127.0.0.1" in err
+    assert warned is not auth, err

@@ -90,4 +90,16 @@ async def test_up_answers_only_the_sessions_that_ask(nats_server):
     finally:
         await nc.close()
         proc.send_signal(signal.SIGINT)
-        await asyncio.wait_for(proc.communicate(), 60)
+        await _drained(proc, 60)
+
+
+async def _drained(proc, timeout: float) -> None:
+    """`voxbus up` exits within `timeout` of Ctrl-C; if not, the failure shows what it was doing."""
+    output = asyncio.ensure_future(proc.communicate())  # (reading its pipes all along, so it never blocks)
+    try:
+        await asyncio.wait_for(asyncio.shield(output), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        _, err = await output
+        raise AssertionError(f"voxbus up did not drain within {timeout:g}s of Ctrl-C; its last log lines:\n"
+                             + "\n".join(err.decode(errors="replace").splitlines()[-30:])) from None

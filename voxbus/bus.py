@@ -99,8 +99,9 @@ async def connect(url: str, name: str, timeout: float = 5.0, creds: str | None =
     # Reconnect forever once connected (services outlive server restarts), but a first connect
     # to a wrong URL, or with credentials the server refuses, must fail with a clear error
     # instead of retrying forever: bound it.
+    servers = [u.strip() for u in url.split(",") if u.strip()]  # a cluster: any of its nodes
     attempt = asyncio.ensure_future(nats.connect(
-        url, name=name, connect_timeout=timeout, allow_reconnect=True, max_reconnect_attempts=-1,
+        servers, name=name, connect_timeout=timeout, allow_reconnect=True, max_reconnect_attempts=-1,
         reconnect_time_wait=0.5, error_cb=on_error, **credential_options(creds), **tls_options(tls_ca)))
     gave_up = asyncio.ensure_future(refused.wait())
     try:

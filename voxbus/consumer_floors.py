@@ -52,7 +52,8 @@ async def state_bucket(bus: Bus) -> KeyValue:
         return await bus.js.key_value(name)
     except BucketNotFoundError:
         return await bus.js.create_key_value(KeyValueConfig(
-            bucket=name, history=1, storage=StorageType.FILE, max_bytes=STATE_BUCKET_BYTES,
+            bucket=name, history=1, storage=StorageType.FILE, replicas=bus.config.streams.replicas,
+            max_bytes=STATE_BUCKET_BYTES,
             description="voxbus: where each service's durable consumers had got to"))
 
 

@@ -28,6 +28,7 @@ import platformdirs
 
 from voxbus.config.schema import EmbeddedServerConfig
 from voxbus.errors import ServerError
+from voxbus.server_cluster import cluster_flags, cluster_size, scale_account_limits
 
 log = logging.getLogger(__name__)
 
@@ -135,18 +136,28 @@ class NatsServer:
         from voxbus.auth.users import UserRegistry, bundled_parts
         from voxbus.subjects import Subjects
 
-        base, limits = bundled_parts(bundled_config().read_text())
+        base, limits = bundled_parts(scale_account_limits(bundled_config().read_text(), cluster_size(self.config)))
         registry = UserRegistry(self.auth_dir, Subjects(self.prefix), limits)
         registry.server_seed()  # (registers the launcher's operator user on first use)
         conf = self.auth_dir / "nats-server.conf"
         conf.write_text(base + 'include "accounts.conf"\n')
         return conf
 
+    def _clustered_config(self) -> Path:
+        """The bundled config with the voxbus account's JetStream limits counted cluster-wide: an
+        R3 stream reserves its max_bytes on three nodes, all against the one account limit."""
+        conf = self.store_dir / "nats-server.conf"
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf.write_text(scale_account_limits(bundled_config().read_text(), cluster_size(self.config)))
+        return conf
+
     def command(self) -> list[str]:
         if self.config.auth:
             conf = self._auth_config()
+        elif self.config.config_file:
+            conf = Path(self.config.config_file).expanduser()
         else:
-            conf = Path(self.config.config_file).expanduser() if self.config.config_file else bundled_config()
+            conf = self._clustered_config() if self.config.cluster else bundled_config()
         if not conf.is_file():
             raise ServerError(f"nats-server config file not found: {conf}")
         # Port 0 means "any free one": nats-server picks it itself (-1) and writes what it took to a
@@ -155,7 +166,7 @@ class NatsServer:
                "-p", str(self.port or -1), "-m", str(self.monitor_port or -1), "-sd", str(self.store_dir)]
         # The ports file also tells `voxbus creds` which process to signal when users change.
         cmd += ["--ports_file_dir", str(self._ports_dir())]
-        return cmd + self._tls_flags()
+        return cmd + self._tls_flags() + cluster_flags(self.config, self.port)
 
     def _ports_dir(self) -> Path:
         return self.store_dir / "ports"

@@ -3,12 +3,17 @@ Created idempotently: an existing stream is updated to the configured limits."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import time
+from typing import Awaitable, Callable
+
+import nats.errors
 
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError, ServiceUnavailableError
 
 from voxbus.config.schema import StreamsConfig
 from voxbus.errors import ConfigError
@@ -31,7 +36,7 @@ def stream_configs(subjects: Subjects, streams: StreamsConfig) -> list[StreamCon
             storage=StorageType.FILE if limits.storage == "file" else StorageType.MEMORY,
             max_age=float(limits.max_age),
             max_bytes=streams.max_bytes(family),
-            num_replicas=limits.replicas,
+            num_replicas=streams.replicas_of(family),
             discard=DiscardPolicy.NEW if limits.discard == "new" else DiscardPolicy.OLD,
             duplicate_window=min(DUPLICATE_WINDOW_S, float(limits.max_age)) if limits.max_age else DUPLICATE_WINDOW_S,
             allow_direct=True,
@@ -48,15 +53,9 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, streams: Stre
     names = []
     try:
         for sc in stream_configs(subjects, streams):
-            try:
-                await js.stream_info(sc.name)
-            except NotFoundError:
-                await js.add_stream(sc)
-                log.info("created stream %s (%s)", sc.name, ", ".join(sc.subjects or []))
-            else:
-                await js.update_stream(sc)
+            await _while_electing(lambda sc=sc: _create_or_update(js, sc))
             names.append(sc.name)
-        await ensure_upload_bucket(js, subjects, streams)
+        await _while_electing(lambda: ensure_upload_bucket(js, subjects, streams))
     except APIError as exc:
         if exc.err_code != NO_STORAGE:
             raise
@@ -69,6 +68,45 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, streams: Stre
     return names
 
 
+async def _create_or_update(js: JetStreamContext, sc: StreamConfig) -> None:
+    try:
+        info = await js.stream_info(sc.name)
+    except NotFoundError:
+        await js.add_stream(sc)
+        log.info("created stream %s (%s, %d replica%s)", sc.name, ", ".join(sc.subjects or []), sc.num_replicas,
+                 "" if sc.num_replicas == 1 else "s")
+    else:
+        await js.update_stream(dataclasses.replace(sc, num_replicas=kept_replicas(info.config, sc)))
+
+
+def kept_replicas(existing: StreamConfig, wanted: StreamConfig) -> int:
+    """Replicas are only ever raised here: a client started with the default config (1) must not
+    strip a cluster's streams of their copies. Lowering them is the operator's act (`nats stream edit`)."""
+    have, want = existing.num_replicas or 1, wanted.num_replicas or 1
+    if have > want:
+        log.debug("stream %s keeps its %d replicas (this process's config says %d)", wanted.name, have, want)
+    return max(have, want)
+
+
+ELECTION_WAIT_S = 30.0
+"""How long a cluster that is just starting may take to elect its JetStream meta leader."""
+
+
+async def _while_electing(op: Callable[[], Awaitable[None]]) -> None:
+    """Run op; while a new cluster has no JetStream leader yet (no answer, or 503 "temporarily
+    unavailable"), try again for a bounded time. A single server answers the first time."""
+    deadline = time.monotonic() + ELECTION_WAIT_S
+    while True:
+        try:
+            return await op()
+        except (ServiceUnavailableError, nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            if time.monotonic() > deadline:
+                raise ConfigError(f"JetStream is not available on this NATS deployment ({exc!r}); on a cluster, "
+                                  "check that enough nodes are up to elect a leader") from None
+            log.info("JetStream not ready yet (%s); trying again", type(exc).__name__)
+            await asyncio.sleep(0.5)
+
+
 async def ensure_upload_bucket(js: JetStreamContext, subjects: Subjects, streams: StreamsConfig) -> None:
     """The Object Store for audio larger than one message: objects expire after `max_age`. An
     existing bucket is updated to the configured age, size and replicas (its storage is fixed)."""
@@ -76,7 +114,8 @@ async def ensure_upload_bucket(js: JetStreamContext, subjects: Subjects, streams
     try:
         await js.object_store(bucket)
         info = await js.stream_info(f"OBJ_{bucket}")  # the stream behind the bucket
-        want = {"max_age": float(limits.max_age), "max_bytes": int(limits.max_bytes), "num_replicas": limits.replicas}
+        want = {"max_age": float(limits.max_age), "max_bytes": int(limits.max_bytes),
+                "num_replicas": max(info.config.num_replicas or 1, streams.replicas_of("uploads"))}
         if any(getattr(info.config, k) != v for k, v in want.items()):
             dupes = info.config.duplicate_window  # may not exceed max_age (0: no age limit)
             if want["max_age"]:
@@ -86,6 +125,6 @@ async def ensure_upload_bucket(js: JetStreamContext, subjects: Subjects, streams
     except BucketNotFoundError:
         await js.create_object_store(bucket, ObjectStoreConfig(
             description="voxbus: audio too large for one message, until it is transcribed",
-            ttl=float(limits.max_age), max_bytes=int(limits.max_bytes), replicas=limits.replicas,
+            ttl=float(limits.max_age), max_bytes=int(limits.max_bytes), replicas=streams.replicas_of("uploads"),
             storage=StorageType.FILE if limits.storage == "file" else StorageType.MEMORY))
         log.info("created object store %s", bucket)

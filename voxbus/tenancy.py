@@ -52,7 +52,8 @@ async def provision(bus: Bus, tenant: str, quota: int) -> None:
         kv = await bus.js.key_value(name)
     except BucketNotFoundError:
         kv = await bus.js.create_key_value(KeyValueConfig(
-            bucket=name, history=1, storage=StorageType.FILE, max_bytes=TENANTS_BUCKET_BYTES,
+            bucket=name, history=1, storage=StorageType.FILE, replicas=bus.config.streams.replicas,
+            max_bytes=TENANTS_BUCKET_BYTES,
             description="voxbus: the deployment's tenants (value: storage quota in bytes)"))
     await kv.put(tenant, str(int(quota)).encode())
     log.info("tenant %s: streams under prefix %s, quota %d bytes", tenant, tb.subjects.prefix, quota)

@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="TLS on the client port (a local CA and server certificate are made on first use)")
     p.add_argument("--tls-cert", metavar="FILE", help="the server certificate to use instead (with --tls-key)")
     p.add_argument("--tls-key", metavar="FILE", help="its private key")
+    c = p.add_argument_group("cluster", "run this server as one node of a NATS cluster (docs/DEPLOY.md)")
+    c.add_argument("--routes", metavar="URL[,URL]",
+                   help="the nodes' route URLs (nats://HOST:6222,...); turns clustering on")
+    c.add_argument("--cluster-port", type=int, metavar="PORT", help="where this node listens for routes (default 6222)")
+    c.add_argument("--cluster-name", metavar="NAME", help="the cluster's name, the same on every node (default voxbus)")
+    c.add_argument("--server-name", metavar="NAME", help="this node's unique name (default HOSTNAME-PORT)")
     p.set_defaults(handler=run)
 
 
@@ -36,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
                                  ("tls", args.tls or bool(args.tls_cert) or None), ("tls_cert", args.tls_cert),
                                  ("tls_key", args.tls_key)) if v is not None}
     emb = msgspec.structs.replace(emb, **changes)
+    emb = with_cluster_args(emb, args)
 
     async def serve() -> int:
         stop = stop_on_signals()
@@ -46,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
             if server.config.tls:
                 ca = f" --tls-ca {server.tls_ca}" if server.tls_ca else " (verify it with your certificate's CA)"
                 print(f"TLS on: clients connect with{ca}")
+            if server.config.cluster:
+                c = server.config.cluster
+                print(f"cluster {c.name}: routes on {server.config.host}:{c.port}, to {', '.join(c.routes) or 'none yet'}")
             print(f"nats-server ready: {server.url}  (JetStream store {server.store_dir}, "
                   f"monitoring http://127.0.0.1:{server.monitor_port}, pid {server.pid})", flush=True)
             print("Ctrl-C to stop.", flush=True)
@@ -60,6 +70,18 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     return run_async(serve)
+
+
+def with_cluster_args(emb, args: argparse.Namespace):
+    """The embedded server's cluster settings with the command line's on top; --routes turns it on."""
+    from voxbus.config.schema import ClusterConfig
+
+    given = {k: v for k, v in (("routes", args.routes and [r.strip() for r in args.routes.split(",") if r.strip()]),
+                               ("port", args.cluster_port), ("name", args.cluster_name),
+                               ("server_name", args.server_name)) if v}
+    if not given and emb.cluster is None:
+        return emb
+    return msgspec.structs.replace(emb, cluster=msgspec.structs.replace(emb.cluster or ClusterConfig(), **given))
 
 
 async def prepare_streams(server: NatsServer, config) -> None:

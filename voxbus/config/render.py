@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from voxbus.config import schema, stream_limits
+from voxbus.config import nats_section, schema, stream_limits
 from voxbus.config.units import enc_hook
 
 HEADER = """\
@@ -36,7 +36,7 @@ WIDTH = 100
 
 def field_docs() -> dict[tuple[str, str], str]:
     """(class name, field) -> the docstring written under the field in schema.py or stream_limits.py."""
-    classes = [n for module in (schema, stream_limits)
+    classes = [n for module in (schema, nats_section, stream_limits)
                for n in ast.parse(inspect.getsource(module)).body if isinstance(n, ast.ClassDef)]
     docs: dict[tuple[str, str], str] = {}
     for cls in classes:

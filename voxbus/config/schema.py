@@ -9,6 +9,7 @@ import msgspec
 from msgspec import Meta
 
 from voxbus.config.base import _Cfg
+from voxbus.config.nats_section import ClusterConfig, EmbeddedServerConfig, NatsConfig  # noqa: F401  (part of the schema)
 from voxbus.config.stream_limits import StreamLimits, StreamsConfig  # noqa: F401  (part of the schema)
 from voxbus.config.units import Budget, ByteSize, Duration
 
@@ -19,41 +20,13 @@ def _bundled():
     from voxbus.config import bundled  # it builds ModelSpecs, defined below
 
     return bundled
+
+
 BACKENDS_BY_KIND: dict[str, tuple[str, ...]] = {
     "llm": ("llama_cpp",),
     "stt": ("faster_whisper",),
     "tts": ("piper", "coqui"),
 }
-Port = Annotated[int, Meta(ge=0, le=65535)]
-
-
-class EmbeddedServerConfig(_Cfg):
-    host: str = "127.0.0.1"
-    port: Port = 4222
-    monitor_port: Port = 8222
-    store_dir: str | None = None
-    """JetStream file store; None: <user data dir>/voxbus/jetstream."""
-    config_file: str | None = None
-    """nats-server config; None: the one shipped with voxbus."""
-    ready_timeout: Duration = Duration(20)
-    auth: bool = False
-    """Authentication on: only credentials made by `voxbus creds new` connect, each with its role's permissions."""
-    tls: bool = False
-    """TLS on the client port: with tls_cert/tls_key, or a local CA and server certificate made on first use (<store>/tls/)."""
-    tls_cert: str | None = None
-    tls_key: str | None = None
-
-
-class NatsConfig(_Cfg):
-    url: str | None = None
-    """None: use the embedded server (start it when nothing listens on its port)."""
-    prefix: str = "vox"
-    connect_timeout: Duration = Duration(5)
-    creds: str | None = None
-    """Credentials to connect with: an nkey seed file from `voxbus creds new`, or a NATS .creds file; None: none (a server without auth)."""
-    tls_ca: str | None = None
-    """CA certificate to verify a TLS server with ($VOXBUS_NATS_TLS_CA); None: no TLS (the embedded server's own CA when this process starts it)."""
-    embedded: EmbeddedServerConfig = msgspec.field(default_factory=EmbeddedServerConfig)
 
 
 class ModelSource(_Cfg):

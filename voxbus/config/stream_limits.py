@@ -19,7 +19,8 @@ the same length, and JetStream drops whole blocks, not single messages."""
 class StreamLimits(_Cfg):
     max_age: Duration
     max_bytes: ByteSize
-    replicas: Annotated[int, Meta(ge=1, le=5)] = 1
+    replicas: Annotated[int, Meta(ge=1, le=5)] | None = None
+    """Copies of this stream on a NATS cluster; None: streams.replicas."""
     storage: Literal["file", "memory"] = "file"
     discard: Literal["old", "new"] = "old"
     """At max_bytes: drop the oldest messages (old), or refuse new ones with an error (new: a tenant's quota)."""
@@ -38,6 +39,8 @@ class AudioHold(_Cfg):
 
 
 class StreamsConfig(_Cfg):
+    replicas: Annotated[int, Meta(ge=1, le=5)] = 1
+    """Copies of every voxbus stream and bucket on a NATS cluster (3 rides out the loss of any one node); 1 on a single server."""
     audio: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=Duration(86400), max_bytes=ByteSize(2 << 30)))
     text: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=Duration(7 * 86400), max_bytes=ByteSize(256 << 20)))
     ctl: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=Duration(7 * 86400), max_bytes=ByteSize(64 << 20)))
@@ -52,6 +55,10 @@ class StreamsConfig(_Cfg):
         if hold.live_sessions and age and float(hold.outage) > age:
             raise ValueError(f"streams.audio_hold.outage ({float(hold.outage):g} s) is longer than "
                              f"streams.audio.max_age ({age:g} s): audio would expire before the STT is back")
+
+    def replicas_of(self, family: str) -> int:
+        own = getattr(self, family).replicas
+        return self.replicas if own is None else own
 
     def max_bytes(self, family: str) -> int:
         """A stream's effective max_bytes: AUDIO's grows to what audio_hold needs."""

@@ -8,13 +8,18 @@ conversation, whose system prompt differs). The two sides alternate turn by turn
 first alternates too), so a busy moment hits both. Prints TTFT per turn, whether the greedy
 outputs are identical, and the headline as JSON on the last line.
 
-    .venv/bin/python bench/kv_cache.py [--conversations 4] [--turns 8]
+With `--managers 2` the cached side is served by two managers in one queue group (each its own
+connection, its own model worker): a conversation's later turns must find the manager holding
+its KV state, so the speed-up measures the routing as well as the cache.
+
+    .venv/bin/python bench/kv_cache.py [--conversations 4] [--turns 8] [--managers 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
@@ -72,34 +77,45 @@ class Side:
         history.append({"role": "assistant", "content": done.text})
 
 
-async def scenario(url: str, cache_dir: Path, conversations: int, turns: int) -> tuple[Side, Side]:
+async def scenario(url: str, cache_dir: Path, conversations: int, turns: int,
+                   managers: int = 1) -> tuple[Side, Side, dict[str, int]]:
     def config(prefix: str, enabled: bool):
         return load_config(env={}, overrides={"nats": {"url": url, "prefix": prefix}, "manager": {"cache_dir": str(cache_dir)},
                                               "cache": {"max_conversations": 32 if enabled else 0}})
 
-    async with open_bus(config("kvon", True), name="bench-kv-on") as on_bus, \
-            open_bus(config("kvoff", False), name="bench-kv-off") as off_bus, \
-            ModelManager(on_bus, manager_id="bench-on"), ModelManager(off_bus, manager_id="bench-off"):
+    async with contextlib.AsyncExitStack() as stack:
+        on_bus = await stack.enter_async_context(open_bus(config("kvon", True), name="bench-kv-on"))
+        off_bus = await stack.enter_async_context(open_bus(config("kvoff", False), name="bench-kv-off"))
+        serving = [await stack.enter_async_context(ModelManager(off_bus, manager_id="bench-off"))]
+        for i in range(managers):  # each on its own connection, as separate processes would be
+            bus = await stack.enter_async_context(open_bus(config("kvon", True), name=f"bench-kv-on-{i}"))
+            serving.append(await stack.enter_async_context(ModelManager(bus, manager_id=f"bench-on-{i}")))
+        for manager in serving:
+            await manager.pool.load(manager.pool.find("gemma3-270m"))
         sides = {True: Side(ModelClient.from_bus(on_bus), turns, conversations),
                  False: Side(ModelClient.from_bus(off_bus), turns, conversations)}
         for side in sides.values():
-            await side.client.load("gemma3-270m")
-            await side.client.complete("Warm up.", max_tokens=2, temperature=0.0)
+            for _ in range(2 * managers):  # (the queue group spreads these: every manager warms up)
+                await side.client.complete("Warm up.", max_tokens=2, temperature=0.0)
+        homes: dict[str, int] = {}
         for turn in range(turns):
             for conv in range(conversations):
                 for enabled in ((True, False) if (turn + conv) % 2 == 0 else (False, True)):
                     await sides[enabled].turn(conv, turn)
-    return sides[True], sides[False]
+                home = sides[True].client.homes.get(f"conv-{conv}", "?")
+                homes[home] = homes.get(home, 0) + 1
+    return sides[True], sides[False], homes
 
 
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--conversations", type=int, default=4)
     ap.add_argument("--turns", type=int, default=8)
+    ap.add_argument("--managers", type=int, default=1, help="managers serving the cached side (queue group)")
     args = ap.parse_args()
     with temp_dir("voxbus-bench-kv-") as tmp:
         async with NatsServer(EmbeddedServerConfig(port=0, monitor_port=0), store_dir=tmp / "js") as server:
-            on, off = await scenario(server.url, tmp / "cache", args.conversations, args.turns)
+            on, off, homes = await scenario(server.url, tmp / "cache", args.conversations, args.turns, args.managers)
     c_ttft, c_out, c_cached, c_prompt = on.ttft, on.outputs, on.cached, on.prompt
     u_ttft, u_out = off.ttft, off.outputs
     print(f"{'turn':>4} {'prompt tok':>10} {'cached tok':>10} {'TTFT cached ms':>15} {'TTFT no cache ms':>17} {'speed-up':>8}")
@@ -111,6 +127,8 @@ async def main() -> int:
     differing = [k for k in c_out if c_out[k] != u_out.get(k)]
     last = args.turns - 1
     c1, c_last, u_last = statistics.median(c_ttft[0]), statistics.median(c_ttft[last]), statistics.median(u_ttft[last])
+    if args.managers > 1:
+        print(f"cached turns served by: {', '.join(f'{m} {n}' for m, n in sorted(homes.items()))}")
     print(f"greedy outputs identical with and without the cache: {identical}"
           + (f" (differ at {differing[:4]})" if differing else ""))
     print(f"turn {last + 1}: cached TTFT is {c_last / c1:.2f}x turn 1's (goal <= 1.25) and "
@@ -119,6 +137,7 @@ async def main() -> int:
                       "baseline": round(u_last, 1), "ratio": round(u_last / c_last, 2),
                       "cached_ttft_ms": round(c_last, 1), "turn1_ttft_ms": round(c1, 1),
                       "cached_vs_turn1": round(c_last / c1, 3), "identical_outputs": identical,
+                      "managers": args.managers, "turns_per_manager": dict(sorted(homes.items())),
                       "history_tokens": round(statistics.median(c_prompt[last]))}))
     return 0
 

@@ -164,6 +164,18 @@ class Subjects:
             raise InvalidSubjectToken(f"no model endpoint {kind}.{verb}")
         return f"{self.prefix}.model.{kind}.{verb}"
 
+    def model_at(self, kind: str, verb: str, manager: str) -> str:
+        """One manager's own subject for an endpoint: where a conversation's KV state is."""
+        return f"{self.model(kind, verb)}.{_token(manager, 'manager id')}"
+
+    def model_at_any(self, kind: str, verb: str) -> str:
+        """Every manager's own subject for an endpoint (permissions)."""
+        return f"{self.model(kind, verb)}.*"
+
+    def model_at_mapped(self, kind: str, verb: str) -> str:
+        """A subject-mapping destination keeping model_at_any's manager token."""
+        return f"{self.model(kind, verb)}.{{{{wildcard(1)}}}}"
+
     # -- JetStream names -------------------------------------------------------------------
     def stream(self, family: str) -> str:
         """Stream names are upper-case and prefixed, so two prefixes can share one server."""

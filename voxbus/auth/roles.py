@@ -67,13 +67,15 @@ def permissions(role: str, s: Subjects, public_key: str) -> dict:
     elif role == "assistant":
         sub += [s.status("assistant"), s.all_micro()]
         pub += [s.all_replies(), s.all_say(), s.all_control("error"), s.admin("retention"),
-                s.model("llm", "generate"), s.model("llm", "cancel"), *js_read(s.stream("text")),
+                s.model("llm", "generate"), s.model_at_any("llm", "generate"), s.model("llm", "cancel"),
+                *js_read(s.stream("text")),
                 *js_read(s.stream("ctl")), *_state(s)]
         responses = {"max": 1}
     elif role == "client":
         sub += [s.all_text(), s.all_tts(), s.all_audio_out(), s.all_control()]
         pub += [s.all_audio_in(), s.all_control("start"), s.all_control("end"), s.all_control("interrupt"),
                 s.all_say(), s.model("stt", "transcribe"), s.model("tts", "synthesize"), s.model("llm", "generate"),
+                s.model_at_any("llm", "generate"),
                 s.model("llm", "cancel"), s.model("admin", "list"), f"$O.{uploads}.>", *js_read(f"OBJ_{uploads}"),
                 *(api for family in ("audio", "text", "ctl") for api in js_read(s.stream(family)))]
     perms: dict = {"publish": {"allow": pub}, "subscribe": {"allow": sub}}

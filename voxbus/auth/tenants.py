@@ -44,5 +44,14 @@ def tenant_streams(streams: StreamsConfig, quota: int) -> StreamsConfig:
 
 def model_mappings(base: Subjects, tenant: Subjects) -> dict[str, str]:
     """Server subject mappings: the tenant's model endpoints to the shared manager's."""
-    return {tenant.model(kind, verb): base.model(kind, verb)
-            for kind, verbs in TENANT_MODEL_VERBS.items() for verb in verbs}
+    mappings = {tenant.model(kind, verb): base.model(kind, verb)
+                for kind, verbs in TENANT_MODEL_VERBS.items() for verb in verbs}
+    # A conversation's later turns go to the manager holding its KV state, by that manager's id.
+    mappings[tenant.model_at_any("llm", "generate")] = base.model_at_mapped("llm", "generate")
+    return mappings
+
+
+def mapped_targets(base: Subjects) -> list[str]:
+    """The subjects a tenant's model calls become (a tenant's client may publish to them)."""
+    return [*(base.model(kind, verb) for kind, verbs in TENANT_MODEL_VERBS.items() for verb in verbs),
+            base.model_at_any("llm", "generate")]

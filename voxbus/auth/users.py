@@ -21,7 +21,7 @@ from pathlib import Path
 import nkeys
 
 from voxbus.auth.roles import ROLES, permissions
-from voxbus.auth.tenants import model_mappings, tenant_subjects
+from voxbus.auth.tenants import mapped_targets, model_mappings, tenant_subjects
 from voxbus.errors import ConfigError
 from voxbus.subjects import Subjects
 
@@ -173,7 +173,7 @@ class UserRegistry:
         if user.tenant is not None:
             own = tenant_subjects(self.subjects, user.tenant)
             perms = permissions("client", own, user.public_key)
-            perms["publish"]["allow"] += list(model_mappings(self.subjects, own).values())
+            perms["publish"]["allow"] += mapped_targets(self.subjects)
             return perms
         perms = permissions(user.role, self.subjects, user.public_key)
         if user.role in ("stt", "tts", "assistant"):

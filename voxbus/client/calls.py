@@ -25,7 +25,7 @@ import logging
 import random
 import time
 import uuid
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import nats.errors
 import stamina
@@ -69,9 +69,13 @@ class Caller:
         self.config = config
 
     async def stream(self, subject: str, data: bytes, headers: dict[str, str] | None = None,
-                     deadline: float | None = None) -> AsyncIterator[Msg]:
-        """Yield the answer's messages (heartbeats filtered out); retries as the module says."""
+                     deadline: float | None = None, *, fallback: str | None = None,
+                     on_accepted: Callable[[Msg], None] | None = None) -> AsyncIterator[Msg]:
+        """Yield the answer's messages (heartbeats filtered out); retries as the module says.
+        fallback: where retries go once an attempt on `subject` fails (one manager's own subject
+        first, then any manager). on_accepted: called with the accepting manager's status message."""
         cfg = self.config
+        target = [subject]
         end = time.monotonic() + (deadline or cfg.deadline)
         headers = {**(headers or {}), h.REQUEST_ID: uuid.uuid4().hex}
         yielded, crashes, retries = False, 0, 0
@@ -86,6 +90,10 @@ class Caller:
             if isinstance(exc.error, Overloaded) or (isinstance(exc.error, ModelCrashed) and crashes):
                 return False
             crashes += isinstance(exc.error, ModelCrashed)
+            if fallback and target[0] != fallback:
+                log.info("%s: %s; asking any manager", subject, exc.error.message)
+                target[0] = fallback
+                return 0.001  # (at once: another manager is the remedy, not waiting)
             backoff = float(cfg.backoff)
             wait = min(backoff * 2 ** retries + random.uniform(0, backoff), MAX_BACKOFF_S, left)
             retries += 1
@@ -95,7 +103,7 @@ class Caller:
         try:
             async for attempt in stamina.retry_context(on=retryable, attempts=cfg.retries + 1, timeout=None):
                 with attempt:
-                    async for msg in self._attempt(subject, data, headers, end):
+                    async for msg in self._attempt(target[0], data, headers, end, on_accepted):
                         yielded = True
                         yield msg
                     return
@@ -108,7 +116,8 @@ class Caller:
             return msg
         raise Unavailable(f"{subject}: the manager closed the reply without an answer")
 
-    async def _attempt(self, subject: str, data: bytes, headers: dict[str, str], end: float) -> AsyncIterator[Msg]:
+    async def _attempt(self, subject: str, data: bytes, headers: dict[str, str], end: float,
+                       on_accepted: Callable[[Msg], None] | None = None) -> AsyncIterator[Msg]:
         cfg = self.config
         inbox = self.nc.new_inbox()
         sub = await self.nc.subscribe(inbox)
@@ -138,6 +147,8 @@ class Caller:
                                              f"{cfg.accept_timeout:g}s")) from None
                 status = (msg.headers or {}).get(h.STATUS)
                 if status in (h.ACCEPTED, h.WORKING):
+                    if status == h.ACCEPTED and on_accepted is not None:
+                        on_accepted(msg)
                     accepted = True
                     continue
                 error = _error_of(msg)

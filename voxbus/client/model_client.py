@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import OrderedDict
 from typing import AsyncIterator
 
 from nats.aio.client import Client
@@ -20,9 +21,9 @@ from voxbus.audio import compact_pcm
 from voxbus.config.schema import ClientConfig
 from voxbus.client.calls import Caller
 from voxbus import uploads
-from voxbus.errors import ProtocolError
+from voxbus.errors import InvalidSubjectToken, ProtocolError
 from voxbus.messages import codec
-from voxbus.messages.headers import HEADER_ROOM
+from voxbus.messages.headers import HEADER_ROOM, MANAGER
 from voxbus.messages.audio import AudioFormat
 from voxbus.messages.model import (
     ChatMessage, GenerateCancel, GenerateChunk, GenerateDone, GenerateEvent, GenerateRequest, ListModelsReply,
@@ -32,11 +33,17 @@ from voxbus.messages.model import (
 from voxbus.subjects import Subjects
 
 
+MAX_HOMES = 10_000
+"""Conversations whose manager a client remembers; a forgotten one is only served by any manager."""
+
+
 class ModelClient:
     def __init__(self, nc: Client, subjects: Subjects, config: ClientConfig | None = None) -> None:
         self.subjects = subjects
         self.nc = nc
         self.caller = Caller(nc, config or ClientConfig())
+        self.homes: OrderedDict[str, str] = OrderedDict()
+        """Conversation id -> the manager that served its last turn (and so holds its KV state)."""
 
     @classmethod
     def from_bus(cls, bus) -> "ModelClient":
@@ -77,8 +84,13 @@ class ModelClient:
                               conversation=conversation, options=options, session=session,
                               request_id=uuid.uuid4().hex)
         finished = False
+        anyone = self.subjects.model("llm", "generate")
+        home = self.homes.get(conversation) if conversation else None
         try:
-            async for msg in self.caller.stream(self.subjects.model("llm", "generate"), codec.encode(req), None, deadline):
+            async for msg in self.caller.stream(
+                    self.subjects.model_at("llm", "generate", home) if home else anyone, codec.encode(req), None,
+                    deadline, fallback=anyone if home else None,
+                    on_accepted=(lambda m: self._at_home(conversation, m)) if conversation else None):
                 event = codec.decode(msg.data, GenerateEvent)
                 if isinstance(event, GenerateDone):
                     finished = True
@@ -90,6 +102,19 @@ class ModelClient:
                 await self.nc.publish(self.subjects.model("llm", "cancel"),
                                       codec.encode(GenerateCancel(request_id=req.request_id)))
         raise ProtocolError("generate stream ended without a done message")
+
+    def _at_home(self, conversation: str, accepted) -> None:
+        """Remember which manager took the conversation's turn: the next one goes there."""
+        manager = (accepted.headers or {}).get(MANAGER)
+        try:
+            self.subjects.model_at("llm", "generate", manager or "")
+        except InvalidSubjectToken:
+            return  # (a manager too old to say who it is, or an id no subject can hold)
+        if manager:
+            self.homes[conversation] = manager
+            self.homes.move_to_end(conversation)
+            while len(self.homes) > MAX_HOMES:
+                self.homes.popitem(last=False)
 
     async def complete(self, prompt: str | None = None, **kwargs) -> GenerateDone:
         """generate() gathered: the final message (its text is the whole completion)."""

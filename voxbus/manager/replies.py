@@ -23,6 +23,8 @@ from voxbus.messages import codec
 from voxbus.messages.model import ErrorReply
 from voxbus.messages.headers import ERROR as ERROR_HEADER
 from voxbus.messages.headers import ERROR_CODE as ERROR_CODE_HEADER
+from voxbus.messages.headers import ACCEPTED
+from voxbus.messages.headers import MANAGER as MANAGER_HEADER
 from voxbus.messages.headers import QUEUE as QUEUE_HEADER
 from voxbus.messages.headers import STATUS as STATUS_HEADER
 
@@ -30,15 +32,18 @@ log = logging.getLogger(__name__)
 
 
 class ReplyChannel:
-    def __init__(self, nc: Client, inbox: str, probe: str | None = None) -> None:
+    def __init__(self, nc: Client, inbox: str, probe: str | None = None, manager: str | None = None) -> None:
         self.nc = nc
         self.inbox = inbox
         self.probe = probe
+        self.manager = manager
 
     async def status(self, status: str, queue: int | None = None) -> None:
         headers = {STATUS_HEADER: status}
         if queue is not None:
             headers[QUEUE_HEADER] = str(queue)
+        if status == ACCEPTED and self.manager:
+            headers[MANAGER_HEADER] = self.manager
         await self.nc.publish(self.inbox, b"", reply=self.probe or "", headers=headers)
 
     async def send(self, data: bytes, headers: dict[str, str] | None = None) -> None:

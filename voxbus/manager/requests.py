@@ -96,8 +96,9 @@ class RequestContext:
 
 
 class RequestTracker:
-    def __init__(self, nc: Client, heartbeat: float) -> None:
+    def __init__(self, nc: Client, heartbeat: float, manager_id: str | None = None) -> None:
         self.nc = nc
+        self.manager_id = manager_id
         self.heartbeat = heartbeat
         self.open: dict[int, RequestContext] = {}
         self._by_key: dict[str, RequestContext] = {}
@@ -138,7 +139,7 @@ class RequestTracker:
         except ValueError:
             log.warning("ignoring a malformed %s header: %r", DEADLINE_HEADER, headers[DEADLINE_HEADER])
         n = next(self._numbers)
-        ctx = RequestContext(n, key, endpoint, ReplyChannel(self.nc, msg.reply), deadline)
+        ctx = RequestContext(n, key, endpoint, ReplyChannel(self.nc, msg.reply, manager=self.manager_id), deadline)
         ctx.reply = self._channel(ctx, msg.reply)  # the same inbox, with this request's probe
         self.open[n] = ctx
         if key:
@@ -168,7 +169,7 @@ class RequestTracker:
     def _channel(self, ctx: RequestContext, inbox: str) -> ReplyChannel:
         token = f"{ctx.number}-{next(self._tokens)}"
         self._probes[token] = (ctx, inbox)
-        return ReplyChannel(self.nc, inbox, probe=f"{self._base}.{token}")
+        return ReplyChannel(self.nc, inbox, probe=f"{self._base}.{token}", manager=self.manager_id)
 
     async def _status(self, ctx: RequestContext, status: str) -> None:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import uuid
 from pathlib import Path
@@ -45,7 +46,8 @@ class ModelManager:
     def __init__(self, bus: Bus, *, manager_id: str | None = None) -> None:
         self.bus = bus
         self.config = bus.config
-        self.id = manager_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+        self.id = manager_id or f"{re.sub(r'[^A-Za-z0-9_-]', '-', socket.gethostname())}-{uuid.uuid4().hex[:6]}"
+        bus.subjects.model_at("llm", "generate", self.id)  # an id no subject can hold is refused here, clearly
         mc = self.config.manager
         self.cache_dir = Path(mc.cache_dir).expanduser() if mc.cache_dir else Path(platformdirs.user_cache_dir("voxbus"))
         self.resources: Resources | None = None
@@ -63,7 +65,7 @@ class ModelManager:
         self.resources = Resources()
         self.events = AdminPublisher(nc, subjects, self.id)
         self.pool = ModelPool(self.config, self.resources, self.events, self.cache_dir)
-        self.requests = RequestTracker(nc, float(self.config.client.heartbeat))
+        self.requests = RequestTracker(nc, float(self.config.client.heartbeat), self.id)
         await self.requests.start()
         api = Endpoints(self.pool, self.cancels, self.config, manager_id=self.id, nc=nc,
                         upload_bucket=subjects.upload_bucket())
@@ -80,6 +82,9 @@ class ModelManager:
         ]
         for kind, verb, handler in routes:
             await self.service.add_endpoint(f"{kind}-{verb}", subjects.model(kind, verb), self._handler(f"{kind}-{verb}", handler))
+        # This manager's own generate subject: a conversation's later turns come here, to its KV state.
+        await self.service.add_endpoint("llm-generate-here", subjects.model_at("llm", "generate", self.id),
+                                        self._handler("llm-generate", api.generate))
         # Not micro endpoints: a stop must reach every manager, not one of the queue group.
         self._subs = [await nc.subscribe(subjects.all_control("interrupt"), cb=self._on_interrupt),
                       await nc.subscribe(subjects.model("llm", "cancel"), cb=self._on_cancel)]

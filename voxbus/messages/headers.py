@@ -8,6 +8,9 @@ STATUS = "Vox-Status"
 """On a request's reply inbox: `accepted` or `working`; never part of the answer."""
 ACCEPTED = "accepted"
 WORKING = "working"
+MANAGER = "Vox-Manager"
+"""On `accepted`: the id of the manager that took the request. A conversation's next turn goes to
+that manager's own subject ({p}.model.llm.generate.<id>), where its KV state is."""
 QUEUE = "Vox-Queue"
 """In a `working` heartbeat: how many requests are ahead of this one in its model's queue."""
 

@@ -173,3 +173,28 @@ async def test_one_stt_and_one_manager_serve_each_tenant_and_a_tenant_added_late
                     await asyncio.sleep(0.2)
                 assert texts and wer(sentence, texts[0].text) <= 0.2, (tenant, texts)
         assert "late" in served.running
+
+
+@pytest.mark.models
+async def test_a_tenant_conversation_follows_its_kv_state_through_the_mapping(tenants, tmp_path):
+    """A tenant's later turns go to the manager holding the conversation (its own subject, mapped
+    from the tenant's prefix like every model call), and reuse the cached history."""
+    from tests.helpers import running_manager
+
+    server, creds = tenants
+    manager_config = load_config(env={}, overrides={"nats": {"url": server.url, "creds": str(creds["manager"])},
+                                                    "manager": {"cache_dir": str(tmp_path / "cache")}})
+    async with running_manager(manager_config, "tenant-mgr") as (_, manager), \
+            open_bus(tenant_config(server, creds["a"], "a"), name="a", embed=False) as bus:
+        client = ModelClient.from_bus(bus)
+        history = [{"role": "system", "content": "You are a travel guide. Answer briefly."}]
+        usage = []
+        for question in ("Where is the river?", "What is there to eat?"):
+            history.append({"role": "user", "content": question})
+            done = await client.complete(messages=history, conversation="a-chat", max_tokens=8, temperature=0.0)
+            history.append({"role": "assistant", "content": done.text})
+            usage.append(done.usage)
+        assert client.homes["a-chat"] == "tenant-mgr"
+        served = {e.name: e.num_requests for e in manager.service.endpoints}
+        assert served["llm-generate"] == 1 and served["llm-generate-here"] == 1, served  # turn 2: its own subject
+        assert usage[1].cached_tokens >= usage[1].prompt_tokens - 30, usage[1]

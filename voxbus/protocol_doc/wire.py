@@ -10,6 +10,7 @@ from voxbus.messages.headers import ACCEPTED, WORKING
 from voxbus.messages.headers import DEADLINE as DEADLINE_HEADER
 from voxbus.messages.headers import ERROR as ERROR_HEADER
 from voxbus.messages.headers import ERROR_CODE as ERROR_CODE_HEADER
+from voxbus.messages.headers import MANAGER as MANAGER_HEADER
 from voxbus.messages.headers import QUEUE as QUEUE_HEADER
 from voxbus.messages.headers import REQUEST_ID as REQUEST_ID_HEADER
 from voxbus.protocol_doc.markdown import CFG, META, SID, STATUS, UNIONS, S, link, links, table
@@ -75,6 +76,8 @@ Consumers subscribe with wildcards such as {wild}. Durable consumer names are `<
 The ModelManager is a NATS micro service named `{S.service_name()}` (discoverable through `$SRV.PING`) in queue group `{S.queue_group("manager")}`, so one of several managers answers each request. These subjects are plain request-reply and are not stored in any stream.
 
 {models}
+
+**Conversation affinity.** Each manager also answers generate requests on a subject of its own, `{S.model("llm", "generate")}.<manager id>`, and names itself in the `{MANAGER_HEADER}` header of its `{ACCEPTED}` status. A client that sends a `conversation` sends the next turn to the manager that took the last one, where the conversation's KV state is, and falls back to `{S.model("llm", "generate")}` (any manager) when that one does not answer: the conversation is then recomputed there from the messages, with the same greedy tokens.
 
 ### Service status
 

@@ -110,3 +110,19 @@ async def until_busy(models: ModelClient, model: str) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"{model} never got busy")
+
+
+async def until_sessions_stream(bus, sessions, timeout: float = 60.0) -> None:
+    """Until a frame of each session is stored: a fault must hit sessions under way, not
+    publisher processes still starting (on a slow machine that takes seconds)."""
+    s = bus.subjects
+    for _ in range(int(timeout / 0.1)):
+        for sid in sessions:
+            try:
+                await bus.js.get_last_msg(s.stream("audio"), s.audio_in(sid))
+            except Exception:
+                break
+        else:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no frame of every session {list(sessions)} within {timeout:g}s")

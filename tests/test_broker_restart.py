@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.helpers import embedded_config, make_config, running_manager, wer
+from tests.helpers import embedded_config, make_config, running_manager, until_sessions_stream, wer
 from tests.speech import speak, write_variant
 from voxbus.client import ModelClient
 from voxbus.config import EmbeddedServerConfig
@@ -36,7 +36,8 @@ async def test_a_broker_restart_during_four_live_publishes_loses_nothing(tmp_pat
                     sys.executable, "-m", "voxbus", "publish", str(path), "--session", sid, "--realtime",
                     "--nats", first.url, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
                     for sid in SESSIONS]
-                await asyncio.sleep(2.5)  # a few seconds into every session
+                await until_sessions_stream(bus, SESSIONS)  # (a slow machine takes seconds to start them)
+                await asyncio.sleep(1.0)  # a second into every session
                 await first.stop()  # SIGTERM: what was on its way to it is lost
                 await asyncio.sleep(0.5)
                 await again.start()
@@ -63,3 +64,4 @@ async def test_a_broker_restart_during_four_live_publishes_loses_nothing(tmp_pat
     finally:
         await again.stop()
         await first.stop()
+

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.cluster import node_named, running_cluster, urls
-from tests.helpers import make_config, running_manager, wer
+from tests.helpers import make_config, running_manager, until_sessions_stream, wer
 from tests.speech import speak, write_variant
 from voxbus.bus import open_bus
 from voxbus.client import ModelClient
@@ -62,7 +62,8 @@ async def test_a_node_stopped_mid_session_loses_no_frame_and_no_transcript(tmp_p
                     sys.executable, "-m", "voxbus", "publish", str(path), "--session", sid, "--realtime",
                     "--nats", url, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
                     for sid in SESSIONS]
-                await asyncio.sleep(2.5)  # a few seconds into every session
+                await until_sessions_stream(bus, SESSIONS)
+                await asyncio.sleep(1.0)  # a second into every session
                 assert bus.nc.connected_url.port == leader.port
                 await leader.stop()  # AUDIO's leader, and the node every service is connected to
                 results = [await asyncio.wait_for(p.communicate(), 120) for p in publishers]

@@ -92,14 +92,21 @@ ELECTION_WAIT_S = 30.0
 """How long a cluster that is just starting may take to elect its JetStream meta leader."""
 
 
+STARTING = {10008, 10023}
+"""503s of a cluster still forming: JetStream temporarily unavailable (no meta leader), and
+insufficient resources (too few peers known yet to place the replicas)."""
+
+
 async def _while_electing(op: Callable[[], Awaitable[None]]) -> None:
-    """Run op; while a new cluster has no JetStream leader yet (no answer, or 503 "temporarily
-    unavailable"), try again for a bounded time. A single server answers the first time."""
+    """Run op; while a new cluster has no JetStream leader yet (no answer, or one of the 503s of
+    STARTING), try again for a bounded time. A single server answers the first time."""
     deadline = time.monotonic() + ELECTION_WAIT_S
     while True:
         try:
             return await op()
         except (ServiceUnavailableError, nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            if isinstance(exc, ServiceUnavailableError) and exc.err_code not in STARTING:
+                raise
             if time.monotonic() > deadline:
                 raise ConfigError(f"JetStream is not available on this NATS deployment ({exc!r}); on a cluster, "
                                   "check that enough nodes are up to elect a leader") from None

@@ -360,7 +360,7 @@ def cli() -> None:
               f"drained): {best}; "
               f"goal >= {GOAL_SESSIONS}: {verdict}")
     summary = [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()
-                if k in ("sessions", "keeps_up", "lag_p50_ms", "lag_p99_ms", "first_p99_ms", "second_p99_ms", "growth_ms",
+                if k in ("sessions", "keeps_up", "publisher_kept_pace", "lag_p50_ms", "lag_p99_ms", "first_p99_ms", "second_p99_ms", "growth_ms",
                          "cores_stt", "cores_nats", "cores_pub", "cores_others", "loop_us_per_frame",
                          "threads_us_per_frame", "detect_share", "processed", "published")} for r in res]
     print(json.dumps({"metric": "stt_realtime_sessions_kept_up", "value": best, "unit": "sessions",

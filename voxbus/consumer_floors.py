@@ -10,7 +10,9 @@ again, the service already knows how to recognise (frames covered or held, see c
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
 from typing import Awaitable, Callable
 
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 WARN_HEADROOM = 0.2
 """Warn when fewer than this share of the stream's capacity is left before unread messages go."""
 WARN_EVERY_S = 60.0
+STANDBY_POLL_S = 1.0
+"""How often a standby asks whether the consumer it waits for is free."""
 
 
 def retention_capacity(messages: int, size: int, max_bytes: int, max_msgs: int) -> int | None:
@@ -73,11 +77,36 @@ class KeptConsumer:
         self.replay_horizon = 0  # bound again: stream sequences up to this one may be delivered twice
         self.service = durable
         self._warned, self._warned_at = False, 0.0
+        self.standby = False  # waiting for another process to let go of the consumer
 
     async def bind(self) -> "KeptConsumer":
+        await self._while_bound_elsewhere()
         self.sub = await bind_resuming(self.bus.js, recorded_floor=await self._recorded(), **self._bind)
         await self.check()
         return self
+
+    async def _while_bound_elsewhere(self) -> None:
+        """A second process of the same service waits as a standby while the first holds the
+        consumer (the server says `push_bound` while a live subscription takes it). Binding would
+        delete and recreate it under the first, and the two would split sessions' frames. The
+        standby takes over once the holder is gone: at once for a closed or killed process, after
+        the server's ping timeout for a frozen one."""
+        announced = False
+        while True:
+            try:
+                info = await self.bus.js.consumer_info(self.stream, self.durable)
+            except NotFoundError:
+                return
+            if not info.push_bound:
+                if announced:
+                    log.warning("%s: consumer %s is free; taking over", self.stream, self.durable)
+                self.standby = False
+                return
+            if not announced:
+                log.warning("%s: consumer %s is in use by another process of this service; standing by until "
+                            "it is free", self.stream, self.durable)
+                announced = self.standby = True
+            await asyncio.sleep(STANDBY_POLL_S * random.uniform(0.75, 1.25))  # (standbys do not wake together)
 
     async def check(self) -> None:
         """Record where the consumer has got to; bind it again where it was if it is gone."""

@@ -1,5 +1,5 @@
-"""A real 3-node nats-server cluster on loopback ports for tests, started like `voxbus server
---cluster` starts a node (each with its own store), and stopped with the test."""
+"""A real 3-node nats-server cluster on loopback ports for tests, each node started the way
+`voxbus server --routes ...` starts one (its own store), and stopped with the test."""
 
 from __future__ import annotations
 

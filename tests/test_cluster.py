@@ -26,8 +26,8 @@ async def test_streams_are_created_with_three_replicas_and_survive_their_leader(
             for family in ("audio", "text", "ctl", "admin"):
                 info = await bus.js.stream_info(s.stream(family))
                 assert info.config.num_replicas == 3 and len(info.cluster.replicas) == 2, family
-            kv = await state_bucket(bus)
-            assert (await bus.js.stream_info(f"KV_{kv._name}")).config.num_replicas == 3
+            await state_bucket(bus)
+            assert (await bus.js.stream_info(f"KV_{s.state_bucket()}")).config.num_replicas == 3
             leader = node_named(nodes, (await bus.js.stream_info(s.stream("text"))).cluster.leader)
             for i in range(50):
                 await bus.js.publish(s.transcript("r3"), str(i).encode())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 import sys
 import time
 from contextlib import asynccontextmanager
@@ -17,6 +19,8 @@ from voxbus.bus import Bus, open_bus
 from voxbus.client import ModelClient
 from voxbus.config import Config, EmbeddedServerConfig, load_config
 from voxbus.config.loader import deep_merge
+from voxbus.history import stored
+from voxbus.messages import AudioFrame, SessionError, SessionTranscribed, Transcript, codec
 from voxbus.manager import ModelManager
 
 
@@ -126,3 +130,32 @@ async def until_sessions_stream(bus, sessions, timeout: float = 60.0) -> None:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"no frame of every session {list(sessions)} within {timeout:g}s")
+
+
+async def assert_sessions_complete(bus, sessions, spoken: str, max_wer: float = 0.15) -> None:
+    """Nothing lost or doubled: every frame of each session stored once and in order, one
+    `transcribed` naming the last frame, no error event, utterances numbered without a gap, and
+    the transcripts saying what was spoken."""
+    s = bus.subjects
+    for sid in sessions:
+        seqs = [codec.decode_meta(m.headers, AudioFrame).seq async for m in stored(bus.js, s.stream("audio"), s.audio_in(sid))]
+        assert sorted(seqs) == list(range(len(seqs))) and len(seqs) > 300, (sid, len(seqs))
+        done = [m async for m in stored(bus.js, s.stream("ctl"), s.control(sid, "transcribed"))]
+        errors = [codec.decode(m.data, SessionError) async for m in stored(bus.js, s.stream("ctl"), s.control(sid, "error"))]
+        texts = [codec.decode(m.data, Transcript) async for m in stored(bus.js, s.stream("text"), s.transcript(sid))]
+        assert len(done) == 1 and codec.decode(done[0].data, SessionTranscribed).last_seq == len(seqs) - 1, sid
+        assert not errors, (sid, errors)
+        assert [t.utterance for t in texts] == list(range(len(texts))), sid
+        assert wer(spoken, " ".join(t.text for t in texts)) <= max_wer, (sid, [t.text for t in texts])
+
+
+def stop_processes(procs, timeout: float = 30.0) -> None:
+    """SIGTERM every child still running, wait for each, SIGKILL one that does not exit in time."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -12,6 +12,7 @@ import sys
 import pytest
 import yaml
 
+from tests.helpers import stop_processes
 from voxbus.bus import connect
 from voxbus.client import ModelClient
 from voxbus.config import ClientConfig, Duration
@@ -82,11 +83,4 @@ async def test_turns_follow_their_kv_state_and_survive_its_manager(nats_server, 
             assert text == reference[key][0], (key, text, reference[key][0])
     finally:
         await nc.close()
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs.values())

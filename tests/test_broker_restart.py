@@ -7,12 +7,10 @@ import sys
 
 import pytest
 
-from tests.helpers import embedded_config, make_config, running_manager, until_sessions_stream, wer
+from tests.helpers import assert_sessions_complete, embedded_config, make_config, running_manager, until_sessions_stream
 from tests.speech import speak, write_variant
 from voxbus.client import ModelClient
 from voxbus.config import EmbeddedServerConfig
-from voxbus.history import stored
-from voxbus.messages import AudioFrame, SessionError, SessionTranscribed, Transcript, codec
 from voxbus.server import NatsServer
 from voxbus.stt import SttService
 
@@ -48,19 +46,7 @@ async def test_a_broker_restart_during_four_live_publishes_loses_nothing(tmp_pat
                     if stt.stats.sessions_done >= len(SESSIONS):
                         break
                     await asyncio.sleep(0.1)
-            for sid in SESSIONS:
-                s = bus.subjects
-                seqs = [codec.decode_meta(m.headers, AudioFrame).seq
-                        async for m in stored(bus.js, s.stream("audio"), s.audio_in(sid))]
-                assert sorted(seqs) == list(range(len(seqs))) and len(seqs) > 300, (sid, len(seqs))
-                done = [m async for m in stored(bus.js, s.stream("ctl"), s.control(sid, "transcribed"))]
-                errors = [codec.decode(m.data, SessionError)
-                          async for m in stored(bus.js, s.stream("ctl"), s.control(sid, "error"))]
-                texts = [codec.decode(m.data, Transcript) async for m in stored(bus.js, s.stream("text"), s.transcript(sid))]
-                assert len(done) == 1 and codec.decode(done[0].data, SessionTranscribed).last_seq == len(seqs) - 1, sid
-                assert not errors, (sid, errors)
-                assert [t.utterance for t in texts] == list(range(len(texts))), sid
-                assert wer(" ".join(SENTENCES), " ".join(t.text for t in texts)) <= 0.15, (sid, [t.text for t in texts])
+            await assert_sessions_complete(bus, SESSIONS, " ".join(SENTENCES))
     finally:
         await again.stop()
         await first.stop()

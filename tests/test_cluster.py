@@ -8,13 +8,12 @@ import sys
 import pytest
 
 from tests.cluster import node_named, running_cluster, urls
-from tests.helpers import make_config, running_manager, until_sessions_stream, wer
+from tests.helpers import assert_sessions_complete, make_config, running_manager, until_sessions_stream
 from tests.speech import speak, write_variant
 from voxbus.bus import open_bus
 from voxbus.client import ModelClient
 from voxbus.consumer_floors import state_bucket
 from voxbus.history import stored
-from voxbus.messages import AudioFrame, SessionError, SessionTranscribed, Transcript, codec
 from voxbus.stt import SttService
 
 
@@ -73,18 +72,7 @@ async def test_a_node_stopped_mid_session_loses_no_frame_and_no_transcript(tmp_p
                     if stt.stats.sessions_done >= len(SESSIONS):
                         break
                     await asyncio.sleep(0.1)
-            for sid in SESSIONS:
-                seqs = [codec.decode_meta(m.headers, AudioFrame).seq
-                        async for m in stored(bus.js, s.stream("audio"), s.audio_in(sid))]
-                assert sorted(seqs) == list(range(len(seqs))) and len(seqs) > 300, (sid, len(seqs))
-                done = [m async for m in stored(bus.js, s.stream("ctl"), s.control(sid, "transcribed"))]
-                errors = [codec.decode(m.data, SessionError)
-                          async for m in stored(bus.js, s.stream("ctl"), s.control(sid, "error"))]
-                texts = [codec.decode(m.data, Transcript) async for m in stored(bus.js, s.stream("text"), s.transcript(sid))]
-                assert len(done) == 1 and codec.decode(done[0].data, SessionTranscribed).last_seq == len(seqs) - 1, sid
-                assert not errors, (sid, errors)
-                assert [t.utterance for t in texts] == list(range(len(texts))), sid
-                assert wer(" ".join(SENTENCES), " ".join(t.text for t in texts)) <= 0.15, (sid, [t.text for t in texts])
+            await assert_sessions_complete(bus, SESSIONS, " ".join(SENTENCES))
             assert bus.nc.connected_url.port != leader.port
             # The publishers ran with the default config (1 replica): they did not strip the copies.
             assert (await bus.js.stream_info(s.stream("audio"))).config.num_replicas == 3

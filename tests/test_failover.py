@@ -11,6 +11,7 @@ import msgspec
 import pytest
 import yaml
 
+from tests.helpers import stop_processes
 from voxbus.bus import connect
 from voxbus.client import ModelClient
 from voxbus.config import ClientConfig, Duration
@@ -81,11 +82,4 @@ async def test_queue_group_spreads_load_and_survives_a_killed_manager(nats_serve
         assert survivors == {"mgr-b"}
     finally:
         await nc.close()
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs.values())

@@ -5,6 +5,8 @@ import asyncio
 import signal
 import sys
 
+import nats.errors
+import nats.js.errors
 import pytest
 
 from tests.cluster import node_named, running_cluster, urls
@@ -29,13 +31,27 @@ async def test_streams_are_created_with_three_replicas_and_survive_their_leader(
             assert (await bus.js.stream_info(f"KV_{s.state_bucket()}")).config.num_replicas == 3
             leader = node_named(nodes, (await bus.js.stream_info(s.stream("text"))).cluster.leader)
             for i in range(50):
-                await bus.js.publish(s.transcript("r3"), str(i).encode())
+                await _store(bus, s.transcript("r3"), i)
             await leader.stop()  # the leader of TEXT, and maybe the node this client is on
             for i in range(50, 100):
-                await bus.js.publish(s.transcript("r3"), str(i).encode(), timeout=10)
+                await _store(bus, s.transcript("r3"), i)
             kept = [int(m.data) async for m in stored(bus.js, s.stream("text"), s.transcript("r3"))]
             assert kept == list(range(100))
             assert (await bus.js.stream_info(s.stream("text"))).cluster.leader != leader.config.cluster.server_name
+
+
+async def _store(bus, subject: str, i: int, within: float = 20.0) -> None:
+    """Publish with a message id, again until stored: while the stream elects a new leader a
+    publish gets no answer (NATS says to retry), and the id keeps a retry from storing twice."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            await bus.js.publish(subject, str(i).encode(), headers={"Nats-Msg-Id": f"r3-{i}"}, timeout=2)
+            return
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 SENTENCES = ["Good morning and welcome to the meeting.", "First we look at the budget for next year.",

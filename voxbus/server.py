@@ -136,7 +136,7 @@ class NatsServer:
         from voxbus.auth.users import UserRegistry, bundled_parts
         from voxbus.subjects import Subjects
 
-        base, limits = bundled_parts(scale_account_limits(bundled_config().read_text(), cluster_size(self.config)))
+        base, limits = bundled_parts(self._bundled_text())
         registry = UserRegistry(self.auth_dir, Subjects(self.prefix), limits)
         registry.server_seed()  # (registers the launcher's operator user on first use)
         conf = self.auth_dir / "nats-server.conf"
@@ -148,8 +148,12 @@ class NatsServer:
         R3 stream reserves its max_bytes on three nodes, all against the one account limit."""
         conf = self.store_dir / "nats-server.conf"
         conf.parent.mkdir(parents=True, exist_ok=True)
-        conf.write_text(scale_account_limits(bundled_config().read_text(), cluster_size(self.config)))
+        conf.write_text(self._bundled_text())
         return conf
+
+    def _bundled_text(self) -> str:
+        """The bundled config, its account limits scaled to the cluster's size (1: as shipped)."""
+        return scale_account_limits(bundled_config().read_text(), cluster_size(self.config))
 
     def command(self) -> list[str]:
         if self.config.auth:

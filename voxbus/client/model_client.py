@@ -106,15 +106,16 @@ class ModelClient:
     def _at_home(self, conversation: str, accepted) -> None:
         """Remember which manager took the conversation's turn: the next one goes there."""
         manager = (accepted.headers or {}).get(MANAGER)
+        if not manager:
+            return  # (a manager too old to say who it is)
         try:
-            self.subjects.model_at("llm", "generate", manager or "")
+            self.subjects.model_at("llm", "generate", manager)
         except InvalidSubjectToken:
-            return  # (a manager too old to say who it is, or an id no subject can hold)
-        if manager:
-            self.homes[conversation] = manager
-            self.homes.move_to_end(conversation)
-            while len(self.homes) > MAX_HOMES:
-                self.homes.popitem(last=False)
+            return  # (an id no subject can hold)
+        self.homes[conversation] = manager
+        self.homes.move_to_end(conversation)
+        while len(self.homes) > MAX_HOMES:
+            self.homes.popitem(last=False)
 
     async def complete(self, prompt: str | None = None, **kwargs) -> GenerateDone:
         """generate() gathered: the final message (its text is the whole completion)."""

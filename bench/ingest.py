@@ -47,7 +47,7 @@ import numpy as np
 
 from benchkit import (
     BUSY_LIMIT, StubModels, bench_config, bench_server, busy_cores, cpu_model, in_process,
-    machine_cpu, pct, proc_cpu_s, wait_for, wait_quiet,
+    machine_cpu, pct, proc_cpu_s, temp_dir, wait_for, wait_quiet,
 )
 from voxbus.audio import encode_pcm
 from voxbus.bus import open_bus
@@ -56,6 +56,7 @@ from voxbus.messages.audio import AudioFormat, AudioFrame
 from voxbus.messages.control import SessionEnd
 from voxbus.server import NatsServer
 from voxbus.stt import SttService
+from stt_processes import RemoteStts
 
 RATE = 16000
 FMT = AudioFormat(rate=RATE, channels=1, sample="s16le")
@@ -179,13 +180,19 @@ async def run_publisher(url, prefix, pcm_path, sessions, seconds, tag) -> dict:
 
 
 # -- one step -------------------------------------------------------------------------------------
+def service_cpu(stt) -> tuple[float, float]:
+    """CPU seconds of the STT service(s) and of their event-loop threads: this process's for the
+    in-process service, the children's for RemoteStts (--stt-processes)."""
+    return stt.cpu() if isinstance(stt, RemoteStts) else (time.process_time(), time.thread_time())
+
+
 async def step(stt: SttService, server: NatsServer, url: str, pcm_path: Path, n: int, seconds: float,
                warmup: float, prefix: str, profile: bool = False, tag: str = "") -> dict:
     log = stt.stats.lag_s = LagLog()
     frames0, done0, utt0 = stt.stats.frames, stt.stats.sessions_done, stt.stats.utterances
     passes = stt.on_stage
     batches0, bsess0, detect0 = passes.batches, passes.batch_sessions, passes.detect_s
-    cpu_stt0, cpu_srv0, loop0, mach0 = time.process_time(), proc_cpu_s(server.pid), time.thread_time(), machine_cpu()
+    (cpu_stt0, loop0), cpu_srv0, mach0 = service_cpu(stt), proc_cpu_s(server.pid), machine_cpu()
     prof = cProfile.Profile() if profile else None  # the event-loop thread only
     vad_time = [0.0, 0]
     if profile:  # VAD runs in worker threads, which cProfile does not see: time it separately
@@ -214,8 +221,8 @@ async def step(stt: SttService, server: NatsServer, url: str, pcm_path: Path, n:
         if profile:
             prof.disable()
             vadmod.VadStream.probabilities = original
-    cpu_stt, cpu_srv = time.process_time() - cpu_stt0, proc_cpu_s(server.pid) - cpu_srv0
-    cpu_loop = time.thread_time() - loop0
+    (cpu_stt, cpu_loop), cpu_srv = service_cpu(stt), proc_cpu_s(server.pid) - cpu_srv0
+    cpu_stt, cpu_loop = cpu_stt - cpu_stt0, cpu_loop - loop0
     mach1 = machine_cpu()
     wall = time.monotonic() - t_start
     machine_busy = (os.cpu_count() or 1) * (1 - (mach1[1] - mach0[1]) / max(mach1[0] - mach0[0], 1))
@@ -277,6 +284,42 @@ def print_step(r: dict) -> None:
           f"{'' if r['publisher_kept_pace'] else ' (publisher fell behind real time: offered load below N, not counted)'}")
 
 
+async def ladder(stt, server, pcm_path: Path, args, prefix: str, label: str = "") -> list[dict]:
+    """Steps up N until one fails to keep up (or every step, with --all-steps)."""
+    results = []
+    for n in ([args.profile] if args.profile else args.steps):
+        for attempt in range(args.busy_retries + 1):
+            await wait_quiet(args.wait_quiet)
+            r = await step(stt, server, server.url, pcm_path, n, args.seconds, args.warmup, prefix,
+                           profile=bool(args.profile), tag=f"{label}n{n}a{attempt}")
+            print_step(r)
+            if r["cores_others"] <= BUSY_LIMIT or attempt == args.busy_retries or args.profile:
+                break
+            print(f"        other processes took {r['cores_others']:.2f} cores: repeating N={n}")
+        results.append(r)
+        if not r["keeps_up"] and not args.all_steps:
+            break
+        await asyncio.sleep(1.0)
+    return results
+
+
+async def main_processes(args) -> dict:
+    """--stt-processes: the same ladder for each K, every K on a fresh server, in one run."""
+    by_k = {}
+    with temp_dir("voxbench-ingest-speech-") as tmp:
+        pcm_path = tmp / "loop.pcm"
+        pcm_path.write_bytes(make_speech(tmp))
+        for k in args.stt_processes:
+            async with bench_server(f"voxbench-ingest-k{k}-") as (server, _):
+                parts = f"stt.partitions {args.partitions}, shared" if k > 1 else "unpartitioned (the default)"
+                print(f"\n== K={k} STT process{'es' if k > 1 else ''}, {parts} ==")
+                async with RemoteStts(server.url, "vox", k, args.partitions, LagLog) as stts:
+                    results = await ladder(stts, server, pcm_path, args, "vox", label=f"k{k}")
+                by_k[k] = max([r["sessions"] for r in results if r["keeps_up"]], default=0)
+                print(f"K={k}: largest N kept up {by_k[k]}")
+    return {"by_k": by_k}
+
+
 async def main(args) -> dict:
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, no GPU")
     busy = busy_cores()
@@ -297,22 +340,8 @@ async def main(args) -> dict:
               f"min_silence={float(cfg.stt.min_silence):g}s; {args.seconds:g} s per step, first {args.warmup:g} s "
               f"excluded (all sessions join at once)")
         async with open_bus(cfg, "bench-ingest-stt") as bus:
-            stt = SttService(bus, models=StubModels(), on_stage=DetectLog())
-            async with stt:
-                steps = [args.profile] if args.profile else args.steps
-                for n in steps:
-                    for attempt in range(args.busy_retries + 1):
-                        await wait_quiet(args.wait_quiet)
-                        r = await step(stt, server, server.url, pcm_path, n, args.seconds, args.warmup,
-                                       f"{bus.subjects.prefix}", profile=bool(args.profile), tag=f"n{n}a{attempt}")
-                        print_step(r)
-                        if r["cores_others"] <= BUSY_LIMIT or attempt == args.busy_retries or args.profile:
-                            break
-                        print(f"        other processes took {r['cores_others']:.2f} cores: repeating N={n}")
-                    results.append(r)
-                    if not r["keeps_up"] and not args.all_steps:
-                        break
-                    await asyncio.sleep(1.0)
+            async with SttService(bus, models=StubModels(), on_stage=DetectLog()) as stt:
+                results = await ladder(stt, server, pcm_path, args, bus.subjects.prefix)
         if args.profile:
             print_profile(results[-1])
     return {"results": results}
@@ -346,9 +375,26 @@ def cli() -> None:
                    help="before each step, wait up to S seconds for other processes to leave the CPU idle (default 30)")
     p.add_argument("--profile", type=int, metavar="N", help="run one step of N sessions under cProfile and print the top costs")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--stt-processes", type=lambda s: [int(x) for x in s.split(",")], metavar="K,K",
+                   help="run the ladder with K STT processes of their own for each K given (e.g. 1,2), every K "
+                        "on a fresh server; K > 1 share stt.partitions; the ratio is the last K's over the first's")
+    p.add_argument("--partitions", type=int, default=16, help="stt.partitions for K > 1 (default 16)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     t0 = time.monotonic()
+    if args.stt_processes:
+        by_k = asyncio.run(main_processes(args))["by_k"]
+        first, last = args.stt_processes[0], args.stt_processes[-1]
+        ratio = by_k[last] / by_k[first] if by_k[first] else 0.0
+        print(f"\ntotal wall time {time.monotonic() - t0:.1f} s")
+        print("sessions kept up: " + ", ".join(f"K={k}: {n}" for k, n in by_k.items())
+              + f"; K={last} / K={first} = {ratio:.2f} (goal >= 1.6: {'MET' if ratio >= 1.6 else 'MISSED'})")
+        print(json.dumps({"metric": "stt_sessions_kept_up_by_processes", "value": by_k[last], "unit": "sessions",
+                          "baseline": by_k[first], "baseline_is": f"K={first} STT process(es) in the same run",
+                          "ratio": round(ratio, 3), "by_k": by_k, "partitions": args.partitions,
+                          "inference": "stubbed", "vad": "on", "seconds_per_step": args.seconds,
+                          "steps": args.steps}))
+        return
     out = asyncio.run(main(args))
     res = out["results"]
     ok = [r["sessions"] for r in res if r["keeps_up"]]

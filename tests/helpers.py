@@ -22,6 +22,7 @@ from voxbus.config.loader import deep_merge
 from voxbus.history import stored
 from voxbus.messages import AudioFrame, SessionError, SessionTranscribed, Transcript, codec
 from voxbus.manager import ModelManager
+from voxbus.subjects import Subjects
 
 
 def embedded_config() -> EmbeddedServerConfig:
@@ -159,3 +160,19 @@ def stop_processes(procs, timeout: float = 30.0) -> None:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+async def micro_instances(nc, service: str, timeout: float = 0.5) -> list[dict]:
+    """Every instance's $SRV.STATS answer (a plain request would return only the first)."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    await nc.publish(Subjects.micro("STATS", service), b"", reply=inbox)
+    found = []
+    end = time.monotonic() + timeout
+    while (left := end - time.monotonic()) > 0:
+        try:
+            found.append(msgspec.json.decode((await sub.next_msg(timeout=left)).data))
+        except Exception:
+            break
+    await sub.unsubscribe()
+    return found

@@ -7,11 +7,10 @@ import subprocess
 import sys
 import time
 
-import msgspec
 import pytest
 import yaml
 
-from tests.helpers import stop_processes
+from tests.helpers import micro_instances, stop_processes
 from voxbus.bus import connect
 from voxbus.client import ModelClient
 from voxbus.config import ClientConfig, Duration
@@ -19,22 +18,6 @@ from voxbus.errors import VoxbusError
 from voxbus.subjects import Subjects
 
 pytestmark = pytest.mark.models
-
-
-async def _instances(nc, service: str, timeout: float = 0.5) -> list[dict]:
-    """Every instance's $SRV.STATS answer (a plain request would return only the first)."""
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
-    await nc.publish(f"$SRV.STATS.{service}", b"", reply=inbox)
-    found = []
-    end = time.monotonic() + timeout
-    while (left := end - time.monotonic()) > 0:
-        try:
-            found.append(msgspec.json.decode((await sub.next_msg(timeout=left)).data))
-        except Exception:
-            break
-    await sub.unsubscribe()
-    return found
 
 
 def _served(stats: dict) -> int:
@@ -59,7 +42,7 @@ async def test_queue_group_spreads_load_and_survives_a_killed_manager(nats_serve
         client = ModelClient(nc, Subjects(), ClientConfig(deadline=Duration(30), accept_timeout=Duration(1),
                                                           liveness_timeout=Duration(2), retries=5))
         await asyncio.gather(*(client.synthesize(f"Warm up number {i}.") for i in range(12)))
-        stats = {s["metadata"]["manager"]: _served(s) for s in await _instances(nc, service)}
+        stats = {s["metadata"]["manager"]: _served(s) for s in await micro_instances(nc, service)}
         assert set(stats) == {"mgr-a", "mgr-b"} and all(n > 0 for n in stats.values()), stats
 
         async def one(i):
@@ -78,7 +61,7 @@ async def test_queue_group_spreads_load_and_survives_a_killed_manager(nats_serve
         assert sum(1 for r, _ in results if r == "ok") >= 12, results
         after = [await one(100 + i) for i in range(3)]
         assert all(r == "ok" for r, _ in after), after
-        survivors = {s["metadata"]["manager"] for s in await _instances(nc, service)}
+        survivors = {s["metadata"]["manager"] for s in await micro_instances(nc, service)}
         assert survivors == {"mgr-b"}
     finally:
         await nc.close()

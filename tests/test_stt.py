@@ -308,6 +308,48 @@ async def test_frames_stored_out_of_order_are_put_back_in_order(stack):
     assert wer(" ".join(sentences), " ".join(t.text for t in texts)) <= 0.15, [t.text for t in texts]
 
 
+async def test_a_frame_whose_delivery_was_lost_is_read_from_the_stream(stack):
+    """A cluster node that stops while it passes a delivery on loses it in transit, and the
+    consumer sends it again only after stt.ack_wait. The service reads the frame from the stream
+    instead of reporting it missing, and acknowledges the redelivery when it comes: nothing is
+    left pending and nothing is reported. (The loss is injected by dropping one delivery, never
+    acknowledged, before the intake sees it.)"""
+    server, bus, stt, client, tmp = stack
+    config = make_config(server.url, tmp / "cache", nats={"prefix": "lossy"}, stt={"ack_wait": "6s"},
+                         streams=SMALL_STREAMS)
+    sentences = ["One frame of this sentence was lost on its way to the service."]
+    audio, rate = await speak(client, sentences)
+    fmt, frames = frames_20ms(audio, rate)
+    async with running_manager(config, "lossy-manager") as (lbus, _), SttService(lbus) as lossy:
+        take, deliveries = lossy.intake.frame, []  # frame 50's deliveries: how often each was delivered
+
+        async def lose_one(msg):
+            if codec.decode_meta(msg.headers, AudioFrame).seq == 50:
+                deliveries.append(msg.metadata.num_delivered)
+                if len(deliveries) == 1:
+                    return None
+            return await take(msg)
+        lossy.intake.frame = lose_one
+        for seq in range(len(frames)):
+            await send_frame(lbus, "lost-1", fmt, seq, frames[seq])
+        await end_and_wait(lbus, "lost-1", len(frames) - 1)
+        s = lbus.subjects
+        assert deliveries == [1]
+        assert not await stored_of(lbus, "ctl", s.control("lost-1", "error"), SessionError)
+        (done,) = await stored_of(lbus, "ctl", s.control("lost-1", "transcribed"), SessionTranscribed)
+        assert done.frames_missing == 0 and done.last_seq == len(frames) - 1
+        texts = await stored_of(lbus, "text", s.transcript("lost-1"), Transcript)
+        assert wer(" ".join(sentences), " ".join(t.text for t in texts)) <= 0.15, [t.text for t in texts]
+        await until(lambda: len(deliveries) == 2, 20, "frame 50's redelivery")  # once ack_wait has passed
+        for _ in range(50):
+            info = await lbus.js.consumer_info(s.stream("audio"), s.consumer("stt"))
+            if not info.num_ack_pending:
+                break
+            await asyncio.sleep(0.1)
+        assert deliveries == [1, 2] and info.num_ack_pending == 0, info
+        assert not await stored_of(lbus, "ctl", s.control("lost-1", "error"), SessionError)
+
+
 async def test_a_sessions_first_frames_stored_after_later_ones_are_waited_for(stack):
     """A session that begins while the broker restarts: its first frames are resent and stored
     after later ones. They wait like frames after a gap, so none is reported missing; a session

@@ -70,14 +70,17 @@ class Bus:
                       "(`voxbus server --auth` creates the streams when it starts)")
             return
         missing = []
-        for name in (self.subjects.stream(f) for f in STREAM_FAMILIES):
+        names = [self.subjects.stream(f) for f in STREAM_FAMILIES]
+        if self.config.stt.partitions > 1:
+            names.append(self.subjects.stt_work_stream())
+        for name in names:
             try:
                 await self.js.stream_info(name)
             except NotFoundError:
                 missing.append(name)
         if missing:
             log.warning("streams %s are missing: creating them again (what they held is gone)", ", ".join(missing))
-            await ensure_streams(self.js, self.subjects, self.config.streams)
+            await ensure_streams(self.js, self.subjects, self.config.streams, self.config.stt)
 
 
 async def connect(url: str, name: str, timeout: float = 5.0, creds: str | None = None,
@@ -188,7 +191,7 @@ async def open_bus(config: Config, name: str = "voxbus", *, streams: bool = True
             js = nc.jetstream()
             subjects = Subjects(config.nats.prefix)
             if streams and (creds is None or creds != config.nats.creds):  # (with credentials the streams
-                await ensure_streams(js, subjects, config.streams)  # are the operator's: `server --auth` makes them)
+                await ensure_streams(js, subjects, config.streams, config.stt)  # are the operator's: `server --auth` makes them)
             yield Bus(nc=nc, js=js, subjects=subjects, config=config, server=server)
         finally:
             if not nc.is_closed:

@@ -15,8 +15,9 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, BucketNotFoundError, NotFoundError, ServiceUnavailableError
 
-from voxbus.config.schema import StreamsConfig
+from voxbus.config.schema import StreamsConfig, SttConfig
 from voxbus.errors import ConfigError
+from voxbus.stt_work_stream import ensure_work_stream
 from voxbus.subjects import STREAM_FAMILIES, Subjects
 
 log = logging.getLogger(__name__)
@@ -48,18 +49,24 @@ NO_STORAGE = 10047
 """JetStream's error code when a stream's max_bytes cannot be reserved within the server's limits."""
 
 
-async def ensure_streams(js: JetStreamContext, subjects: Subjects, streams: StreamsConfig) -> list[str]:
-    """Create or update every voxbus stream; returns their names."""
+async def ensure_streams(js: JetStreamContext, subjects: Subjects, streams: StreamsConfig,
+                         stt: SttConfig | None = None) -> list[str]:
+    """Create or update every voxbus stream (and the STT work stream when `stt.partitions` > 1);
+    returns their names."""
     names = []
     try:
         for sc in stream_configs(subjects, streams):
             await _while_electing(lambda sc=sc: _create_or_update(js, sc))
             names.append(sc.name)
         await _while_electing(lambda: ensure_upload_bucket(js, subjects, streams))
+        if stt is not None and stt.partitions > 1:
+            await _while_electing(lambda: ensure_work_stream(js, subjects, streams, stt))
     except APIError as exc:
         if exc.err_code != NO_STORAGE:
             raise
         total = sum(streams.max_bytes(f) for f in (*STREAM_FAMILIES, "uploads"))
+        if stt is not None and stt.partitions > 1:
+            total += streams.max_bytes("audio")  # the STT work stream
         raise ConfigError(
             f"the NATS server has no room left to reserve the {subjects.prefix!r} streams: each voxbus prefix "
             f"reserves {total / 2**30:.1f} GiB (streams.*.max_bytes, streams.audio_hold), and other streams hold the rest of the "

@@ -192,6 +192,35 @@ class Subjects:
             "admin": [f"{p}.admin.>"],
         }[family]
 
+    # -- the STT work stream (stt.partitions > 1) ------------------------------------------
+    def stt_work_stream(self) -> str:
+        """The stream that copies frames and end events for partitioned STT, each under its partition."""
+        return f"{self.prefix.upper()}_STT_WORK"
+
+    def stt_members_bucket(self) -> str:
+        """Key-Value bucket of the live STT processes (one key each, expiring unless refreshed)."""
+        return f"{self.prefix.upper()}_STT_MEMBERS"
+
+    def stt_work_sources(self, partitions: int) -> list[tuple[str, str, str]]:
+        """What the work stream copies: (stream family, subjects, stored as). Frames are stored as
+        `<p>.sttwork.<sid>.in.<partition>`, end events as `<p>.sttwork.<sid>.end.<partition>`,
+        the partition being NATS's hash of the session id."""
+        p, part = self.prefix, f"{{{{partition({int(partitions)},1)}}}}"
+        return [("audio", self.all_audio_in(), f"{p}.sttwork.{{{{wildcard(1)}}}}.in.{part}"),
+                ("ctl", self.all_control("end"), f"{p}.sttwork.{{{{wildcard(1)}}}}.end.{part}")]
+
+    def stt_partition(self, partition: int) -> str:
+        """Filter subject of one partition of the work stream: its frames and end events."""
+        return f"{self.prefix}.sttwork.*.*.{int(partition)}"
+
+    @staticmethod
+    def stt_work_kind(subject: str) -> tuple[str, int | None]:
+        """("in" or "end", partition) of a work stream subject; (its kind, None) for an AUDIO or CTL one."""
+        parts = subject.split(".")
+        if len(parts) == 5 and parts[1] == "sttwork":
+            return parts[3], int(parts[4])
+        return ("end" if parts[-1] == "end" else "in"), None
+
     def upload_bucket(self) -> str:
         """JetStream Object Store bucket holding audio too large for one message (a transcribe
         request then names its object instead of carrying the PCM)."""

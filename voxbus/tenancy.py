@@ -45,7 +45,7 @@ async def provision(bus: Bus, tenant: str, quota: int) -> None:
     """Operator only: the tenant's streams (sized from its quota), its STATE bucket, and its entry
     in the tenants bucket, so services start serving it."""
     tb = tenant_bus(bus, tenant)
-    await ensure_streams(bus.js, tb.subjects, tenant_streams(bus.config.streams, quota))
+    await ensure_streams(bus.js, tb.subjects, tenant_streams(bus.config.streams, quota), bus.config.stt)
     await state_bucket(tb)
     name = bus.subjects.tenants_bucket()
     try:

@@ -98,7 +98,7 @@ async def prepare_streams(server: NatsServer, config) -> None:
                        str(server.tls_ca) if server.tls_ca else config.nats.tls_ca)
     try:
         subjects = Subjects(config.nats.prefix)
-        await ensure_streams(nc.jetstream(), subjects, config.streams)
+        await ensure_streams(nc.jetstream(), subjects, config.streams, config.stt)
         bus = Bus(nc=nc, js=nc.jetstream(), subjects=subjects, config=config)
         await state_bucket(bus)
         for tenant, quota in UserRegistry(server.auth_dir, subjects).tenants().items():

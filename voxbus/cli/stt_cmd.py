@@ -8,7 +8,12 @@ import argparse
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("stt", parents=[common], help="run the STT service",
                        description="Consume every session's audio, cut utterances with a VAD, ask the "
-                                   "ModelManager to transcribe them and publish the transcripts.")
+                                   "ModelManager to transcribe them and publish the transcripts. With "
+                                   "--partitions N (stt.partitions), any number of these processes share the "
+                                   "sessions; with 1, a second process stands by.")
+    p.add_argument("--partitions", type=int, metavar="N",
+                   help="split sessions into N partitions shared by the running STT processes (stt.partitions; "
+                        "give every STT process the same N)")
     p.set_defaults(handler=run)
 
 
@@ -18,14 +23,16 @@ def run(args: argparse.Namespace) -> int:
     from voxbus.stt import SttService
     from voxbus.tenancy import TenantServices
 
-    config = load_for(args)
+    config = load_for(args, **({"stt": {"partitions": args.partitions}} if args.partitions else {}))
 
     async def serve() -> int:
         stop = stop_on_signals()
         async with open_bus(config, name="voxbus-stt") as bus:
-            async with SttService(bus), TenantServices(bus, [SttService]) as tenants:
+            async with SttService(bus) as stt, TenantServices(bus, [SttService]) as tenants:
                 served = f" and {len(tenants.running)} tenants'" if tenants.running else ""
-                print(f"STT service consuming {bus.subjects.all_audio_in()}{served} on {bus.url}; Ctrl-C to stop",
+                share = (f" (partitioned: {config.stt.partitions}, shared with the other STT processes)"
+                         if stt.partitions is not None else "")
+                print(f"STT service consuming {bus.subjects.all_audio_in()}{served}{share} on {bus.url}; Ctrl-C to stop",
                       flush=True)
                 await stop.wait()
                 print("draining...", flush=True)

@@ -179,6 +179,14 @@ class SttConfig(_Cfg):
     as frames_missing; 0: at once. At most a third of ack_wait."""
     start: Literal["new", "all"] = "new"
     """Where a brand-new durable consumer starts in the AUDIO stream (later runs resume)."""
+    partitions: Annotated[int, Meta(ge=1, le=256)] = 1
+    """Sessions are split into this many partitions, shared among the running `voxbus stt`
+    processes, each partition held by one at a time (a work stream copies the audio, once more,
+    under each session's partition). 1: one process takes every session, others stand by. Give
+    every STT process the same value; change it only while no session is in flight."""
+    member_ttl: Duration = Duration(6)
+    """With partitions: an STT process that has not said it is alive for this long (killed, cut
+    off) is taken as gone, and its partitions move to the others."""
 
 
 class ConsumerConfig(_Cfg):

@@ -28,3 +28,5 @@ class ServiceStatus(Struct, kw_only=True):
     lag_max_ms: float | None = None
     counters: dict[str, int] = {}
     """Totals since the process started (frames, utterances, sessions_done, ...)."""
+    partitions: list[int] | None = None
+    """STT with `stt.partitions` > 1: the work stream partitions this process holds now."""

@@ -11,12 +11,14 @@ session's problem only: an error event on that session, never an exception here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -31,6 +33,7 @@ from voxbus.messages.text import Transcript
 from voxbus.stt.cutter import CutterSettings
 from voxbus.stt.frame_reports import FrameReports, frame_seconds, stored_at, stream_seq
 from voxbus.stt.session import Phase, SessionState
+from voxbus.stt.stored_frames import find_stored, is_stored_copy
 from voxbus.stt.vad import SileroVad
 from voxbus.subjects import InvalidSessionId, validate_session_id
 
@@ -98,6 +101,11 @@ class FrameIntake:
             s.transcribed_at = raw.time.timestamp() if raw.time else done.ts
             s.skip_through = max(s.skip_through, s.transcribed_seq)
 
+    def _partition(self, msg: Msg) -> int:
+        """The work stream partition a session's messages come in; -1 when not partitioned."""
+        p = self.subjects.stt_work_kind(msg.subject)[1]
+        return -1 if p is None else p
+
     # -- frames -------------------------------------------------------------------------------
     async def frame(self, msg: Msg) -> SessionState | None:
         """Check and feed one delivered frame; its session if the frame was taken."""
@@ -108,6 +116,8 @@ class FrameIntake:
             await msg.term()
             return None
         s = await self.session(sid)
+        if s.partition is None:
+            s.partition = self._partition(msg)
         try:
             head = codec.decode_meta(msg.headers, AudioFrame)
         except ProtocolError as exc:
@@ -124,6 +134,8 @@ class FrameIntake:
         if head.seq <= s.fed_seq:
             held = next((f for f in reversed(s.held) if f.seq == head.seq), None)
             if held is not None and stream_seq(held.msg) == stream_seq(msg):
+                if is_stored_copy(held.msg):
+                    held.msg = msg  # the lost delivery, come at last: acknowledging it is now possible
                 return None  # a redelivery of a frame still held: the held one will be acknowledged
             await msg.ack()  # a second copy of a frame already taken
             if self._sent_twice(s, head.seq, msg):
@@ -137,7 +149,9 @@ class FrameIntake:
                 and len(s.early) < MAX_EARLY):
             waiting = s.early.get(head.seq)
             if waiting is not None:  # a redelivery of one waiting (the first is kept), or a copy
-                if stream_seq(waiting[0]) != stream_seq(msg):
+                if is_stored_copy(waiting[0]) and stream_seq(waiting[0]) == stream_seq(msg):
+                    s.early[head.seq] = (msg, head)
+                elif stream_seq(waiting[0]) != stream_seq(msg):
                     await msg.ack()
                     if self._sent_twice(s, head.seq, msg):
                         await self.reports.duplicate(s, head.seq, msg)
@@ -162,6 +176,7 @@ class FrameIntake:
             s.start_pending = False
             try:
                 s.feed(msg.data, head.format, head.seq, head.offset, msg)
+                s.last_fed = msg
                 self.stats.frames += 1
                 if head.ts > 0:
                     self.stats.lag_s.append(time.time() - head.ts)
@@ -186,18 +201,39 @@ class FrameIntake:
                 self.waiting.discard(sid)
                 continue
             if s.early_since is not None and now - s.early_since >= self.reorder_wait:
+                await self._recover_stored(s)  # frames of the gap the stream holds are fed, not reported
                 seq = min(s.early)
                 msg, head = s.early.pop(seq)
                 s.early_since = now if s.early else None  # frames after a further gap wait anew
                 fed.append(await self._take(s, msg, head))
         return fed
 
+    async def _recover_stored(self, s: SessionState) -> None:
+        """Before a gap is reported: the frames of it the stream holds (their delivery was lost in
+        transit, stored_frames.py) join the waiting ones."""
+        expected = s.fed_seq + 1 if s.fed_seq >= 0 else s.skip_through + 1
+        wanted = set(range(expected, min(s.early)))
+        if not wanted or len(wanted) > MAX_EARLY:
+            return
+        ref = s.early[min(s.early)][0]  # a frame of the session from the same stream and consumer
+        after = stream_seq(s.last_fed) if s.last_fed is not None else 0
+        try:
+            found = await find_stored(self.js, ref.metadata.stream, ref.subject, after, wanted,
+                                      budget=len(s.early) + len(wanted) + 16)
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:  # the gap is reported as before
+            log.warning("session %s: could not look for frames %d-%d in the stream: %r", s.sid, expected,
+                        max(wanted), exc)
+            return
+        for seq, (copy, head) in found.items():
+            s.early[seq] = (copy, head)
+            s.recovered.add(stream_seq(copy))
+
     def _sent_twice(self, s: SessionState, seq: int, msg: Msg) -> bool:
         """Whether a frame whose seq was taken already is a client's second copy, stored as a
         message of its own, rather than a redelivery, a replay by a consumer bound again, or a
         frame that came after its gap was reported. (Rare: the metadata is parsed only here.)"""
         md = msg.metadata
-        if md.num_delivered > 1 or md.sequence.stream <= self.replayed_through():
+        if md.num_delivered > 1 or md.sequence.stream <= self.replayed_through() or md.sequence.stream in s.recovered:
             return False
         return not any(first <= seq <= last for first, last in s.gaps)
 
@@ -214,6 +250,18 @@ class FrameIntake:
         except (NotFoundError, ProtocolError):
             return False
 
+    def release(self, partition: int) -> list[str]:
+        """Forget the sessions of a partition another process now holds, publishing nothing more
+        of them (their frames not acknowledged come to it). Their ids."""
+        gone = [sid for sid, s in self.sessions.items() if s.partition == partition]
+        for sid in gone:
+            s = self.sessions.pop(sid)
+            s.released = True
+            if s.worker is not None:
+                s.worker.cancel()
+            self.waiting.discard(sid)
+        return gone
+
     # -- end events -----------------------------------------------------------------------------
     async def end(self, msg: Msg) -> SessionState | None:
         try:
@@ -224,6 +272,8 @@ class FrameIntake:
             await msg.term()
             return None
         s = await self.session(sid)
+        if s.partition is None:
+            s.partition = self._partition(msg)
         if s.transcribed_at is not None or (end.last_seq is not None and end.last_seq <= s.transcribed_seq):
             if s.transcribed_at is not None and stored_at(msg) > s.transcribed_at and (
                     end.last_seq is None or end.last_seq > s.transcribed_seq):

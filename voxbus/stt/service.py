@@ -29,9 +29,12 @@ from voxbus.consumer_floors import KeptConsumer, state_bucket
 from voxbus.messages.status import ServiceStatus
 from voxbus.stt.cutter import CutterSettings
 from voxbus.stt.intake import FrameIntake, SttStats
+from voxbus.stt.partition_consumers import PartitionConsumers
+from voxbus.stt.partitions import PartitionOwner
 from voxbus.stt.session import Phase, SessionState
 from voxbus.stt.transcripts import MODEL_FORMAT, StageHook, TranscriptWriter, ack
 from voxbus.stt.vad import SileroVad
+from voxbus.stt_work_stream import members_bucket
 
 REORDER_POLL_S = 0.25
 """How often frames waiting after a gap are looked at when no other frame comes."""
@@ -72,6 +75,8 @@ class SttService(BusService):
         self._detect_wake = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task] = []
+        self.partitions: PartitionConsumers | None = None  # stt.partitions > 1: those this process holds
+        self.owner: PartitionOwner | None = None
         self.vad: SileroVad | None = None
 
     @property
@@ -91,6 +96,9 @@ class SttService(BusService):
         common = {"ack_wait": float(self.cfg.ack_wait), "max_ack_pending": self.cfg.max_ack_pending,
                   "start_new": self.cfg.start == "new"}
         kv = await state_bucket(self.bus)
+        if self.cfg.partitions > 1:
+            await self._start_partitioned(kv, common)
+            return
         frames = await KeptConsumer(
             self.bus, kv, stream=self.subjects.stream("audio"), durable=self.subjects.consumer("stt"),
             filter_subject=self.subjects.all_audio_in(), cb=self._on_frame, **common).bind()
@@ -102,13 +110,37 @@ class SttService(BusService):
         await self._announce(self.bus, "voxbus STT: cuts sessions' audio into utterances and transcribes them")
         log.info("STT service consuming %s", self.subjects.all_audio_in())
 
+    async def _start_partitioned(self, kv, common: dict) -> None:
+        """Take a share of the work stream's partitions, with the other live STT processes."""
+        self.partitions = PartitionConsumers(self.bus, kv, self._on_work, common, self._subs, self._forget_partition)
+        await self._announce(self.bus, "voxbus STT: cuts sessions' audio into utterances and transcribes them")
+        self.owner = PartitionOwner(
+            await members_bucket(self.js, self.subjects, self.bus.config.streams, self.cfg), self._micro.id,
+            self.cfg.partitions, float(self.cfg.member_ttl), self.partitions.gain, self.partitions.lose)
+        await self.owner.step()  # (the first beat before start returns: a share is being taken)
+        self._tasks.append(self._supervised("stt-partitions", self.owner.run))
+        self.intake.replayed_through = lambda: max((k.replay_horizon for k in self.partitions.bound.values()), default=0)
+        log.info("STT service consuming %s in %d partitions, sharing them with the other STT processes",
+                 self.subjects.all_audio_in(), self.cfg.partitions)
+
+    def _forget_partition(self, p: int) -> None:
+        """A partition went to another process: drop its sessions and its queued messages here."""
+        self._dirty.difference_update(self.intake.release(p))
+        self._frames = [m for m in self._frames if self.subjects.stt_work_kind(m.subject)[1] != p]
+        self._ends = [m for m in self._ends if self.subjects.stt_work_kind(m.subject)[1] != p]
+
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking frames; let transcriptions in flight finish (bounded). Whatever is left
-        unacknowledged comes back to the next run."""
+        unacknowledged comes back to the next run (or, partitioned, to the other processes)."""
         self._stopping = True
+        if self.partitions is not None:
+            await self._end_tasks([t for t in self._tasks if t.get_name() == "stt-partitions"])
+            await self.partitions.stop_binding()
         await self._unsubscribe()
         await self._end_tasks([s.worker for s in self.sessions.values()], grace)
         await self._end_tasks(self._tasks)
+        if self.owner is not None:
+            await self.owner.leave()
 
     def status(self) -> ServiceStatus:
         lag = sorted(itertools.islice(reversed(self.stats.lag_s), LAG_WINDOW))
@@ -119,7 +151,8 @@ class SttService(BusService):
             lag_ms=round(1000 * lag[len(lag) // 2], 1) if lag else None,
             lag_max_ms=round(1000 * lag[-1], 1) if lag else None,
             counters={"frames": st.frames, "rejected": st.rejected, "gaps": st.gaps, "utterances": st.utterances,
-                      "sessions_done": st.sessions_done})
+                      "sessions_done": st.sessions_done},
+            partitions=sorted(self.partitions.bound) if self.partitions is not None else None)
 
     # -- delivery ---------------------------------------------------------------------------------
     async def _on_frame(self, msg: Msg) -> None:
@@ -127,6 +160,13 @@ class SttService(BusService):
             self.on_stage("frame", None, at=time.time(), headers=msg.headers)
         self._frames.append(msg)
         self._wake.set()
+
+    async def _on_work(self, msg: Msg) -> None:
+        """A partition's consumer carries both frames and end events."""
+        if self.subjects.stt_work_kind(msg.subject)[0] == "end":
+            await self._on_end(msg)
+        else:
+            await self._on_frame(msg)
 
     async def _on_end(self, msg: Msg) -> None:
         if self.on_stage is not None:
@@ -193,6 +233,8 @@ class SttService(BusService):
             self._dirty.update(s.sid for s in sessions)  # housekeeping wakes the next pass
             raise
         for (s, final, position, _), p in zip(work, probs):
+            if s.released:  # its partition moved while the pass ran
+                continue
             try:
                 cuts = s.apply(position, p, final)
                 if final:

@@ -94,6 +94,10 @@ class SessionState:
         self.worker = None  # asyncio task transcribing `pending`
         self.early: dict[int, tuple[object, object]] = {}  # seq -> (msg, AudioFrame): come after a gap
         self.early_since: float | None = None  # when the oldest of them came (the reorder clock)
+        self.last_fed: object | None = None  # the message of the frame fed last: a lost delivery is after it
+        self.partition: int | None = None  # the STT work stream partition the session's frames come in
+        self.released = False  # its partition moved to another process: this one publishes nothing more of it
+        self.recovered: set[int] = set()  # stream seqs read from the stream for a lost delivery
 
     # -- audio in -------------------------------------------------------------------------------
     def late_reason(self, seq: int, stored_at: Callable[[], float]) -> str:

@@ -52,7 +52,7 @@ class TranscriptWriter:
 
     def start(self, s: SessionState) -> None:
         """Make sure the session's utterances are being worked through."""
-        if s.pending and s.worker is None:
+        if s.pending and s.worker is None and not s.released:
             s.worker = asyncio.create_task(self._work(s), name=f"stt-{s.sid}")
 
     async def _work(self, s: SessionState) -> None:
@@ -127,7 +127,7 @@ class TranscriptWriter:
 
     async def finish_if_done(self, s: SessionState) -> None:
         """Once an ended session's last transcript is stored: its `transcribed` event, once."""
-        if s.phase is not Phase.FLUSHED or s.pending or s.worker is not None:
+        if s.phase is not Phase.FLUSHED or s.pending or s.worker is not None or s.released:
             return
         s.advance(Phase.FINISHING)  # the loop and the session's worker may both get here
         await self.intake.reports.flush_duplicates(s)  # (its error events come before `transcribed`)

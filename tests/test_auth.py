@@ -124,6 +124,30 @@ async def test_the_stt_role_cannot_call_admin_endpoints_or_publish_replies(auth_
         await denied(bus.nc, publish_reply(), reply)
 
 
+async def test_services_restarted_with_their_roles_resume_their_own_consumers(auth_server):
+    """A service binds its durable again at the ack floor by deleting and recreating it, so each
+    role may delete its own consumers, and only those: every service (and a partitioned STT,
+    whose work stream the operator made) starts, stops and starts again under auth."""
+    from tests.helpers import until
+    from voxbus.assistant import Assistant
+    from voxbus.stt import SttService
+    from voxbus.tts import TtsService
+
+    server, _, creds = auth_server
+    await prepare_streams(server, load_config(env={}, overrides={"nats": {"url": server.url}, "stt": {"partitions": 3}}))
+    for role, service, extra in (("stt", SttService, {}), ("stt", SttService, {"stt": {"partitions": 3}}),
+                                 ("tts", TtsService, {}), ("assistant", Assistant, {})):
+        config = load_config(env={}, overrides={"nats": {"url": server.url, "creds": str(creds[role])}, **extra})
+        for run in range(2):
+            async with open_bus(config, name=f"{role}-{run}", embed=False) as bus, service(bus) as svc:
+                if extra:
+                    await until(lambda: len(svc.partitions.bound) == 3, 20, "the partitions to be bound")
+    async with open_bus(config_for(server, creds["stt"]), name="stt", embed=False) as bus:
+        s = bus.subjects
+        with pytest.raises(PermissionDenied, match="(?i)consumer.delete.vox_text.vox-tts"):  # not another's
+            await guarded(bus.nc, bus.js.delete_consumer(s.stream("text"), s.consumer("tts")), "$JS.API.CONSUMER.DELETE")
+
+
 async def test_the_operator_may_do_all_of_it(auth_server):
     server, _, creds = auth_server
     async with open_bus(config_for(server, creds["operator"]), name="operator", embed=False) as bus:

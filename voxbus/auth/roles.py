@@ -32,6 +32,12 @@ def js_read(stream: str) -> list[str]:
             f"{api}.STREAM.MSG.GET.{stream}", f"$JS.ACK.{stream}.>", f"$JS.FC.{stream}.>"]
 
 
+def own_consumers(stream: str, *durables: str) -> list[str]:
+    """Deleting the service's own durables: it binds one again at its ack floor by deleting and
+    recreating it (consumers.py), after a restart or a partition move."""
+    return [f"$JS.API.CONSUMER.DELETE.{stream}.{durable}" for durable in durables]
+
+
 def _state(s: Subjects) -> list[str]:
     """The services' Key-Value bucket of consumer floors, and the list of tenants they serve."""
     bucket = s.state_bucket()
@@ -57,19 +63,23 @@ def permissions(role: str, s: Subjects, public_key: str) -> dict:
         sub += [s.status("stt"), s.all_micro()]
         pub += [s.all_transcripts(), s.all_control("error"), s.all_control("transcribed"), s.admin("retention"),
                 s.model("stt", "transcribe"), *js_read(s.stream("audio")), *js_read(s.stream("ctl")),
-                *js_read(s.stream("text")), *_state(s)]
+                *js_read(s.stream("text")), *_state(s),
+                *js_read(s.stt_work_stream()), f"$KV.{s.stt_members_bucket()}.>", *js_read(f"KV_{s.stt_members_bucket()}"),
+                *own_consumers(s.stream("audio"), s.consumer("stt")), *own_consumers(s.stream("ctl"), s.consumer("stt-end")),
+                *own_consumers(s.stt_work_stream(), "*")]  # (only the STT consumes the work stream)
         responses = {"max": 1}
     elif role == "tts":
         sub += [s.status("tts"), s.all_micro(), s.all_control("interrupt")]
         pub += [s.all_audio_out(), s.all_control("error"), s.admin("retention"), s.model("tts", "synthesize"),
-                *js_read(s.stream("text")), *js_read(s.stream("ctl")), *js_read(s.stream("audio")), *_state(s)]
+                *js_read(s.stream("text")), *js_read(s.stream("ctl")), *js_read(s.stream("audio")), *_state(s),
+                *own_consumers(s.stream("text"), s.consumer("tts"))]
         responses = {"max": 1}
     elif role == "assistant":
         sub += [s.status("assistant"), s.all_micro()]
         pub += [s.all_replies(), s.all_say(), s.all_control("error"), s.admin("retention"),
                 s.model("llm", "generate"), s.model_at_any("llm", "generate"), s.model("llm", "cancel"),
                 *js_read(s.stream("text")),
-                *js_read(s.stream("ctl")), *_state(s)]
+                *js_read(s.stream("ctl")), *_state(s), *own_consumers(s.stream("text"), s.consumer("assistant"))]
         responses = {"max": 1}
     elif role == "client":
         sub += [s.all_text(), s.all_tts(), s.all_audio_out(), s.all_control()]

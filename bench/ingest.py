@@ -23,6 +23,12 @@ step fails. Baseline for the ratio: the goal, 200 sessions (ratio = max N kept u
     .venv/bin/python bench/ingest.py                         # steps 50..400 until one fails (< 3 min)
     .venv/bin/python bench/ingest.py --steps 100,150,200 --seconds 20
     .venv/bin/python bench/ingest.py --profile 200 --seconds 10   # cProfile one step
+    .venv/bin/python bench/ingest.py --stt-processes 1,2 --steps 40,60,80,100,120,140,160,180,200
+
+With --stt-processes the STT services run in processes of their own (bench/stt_processes.py), K
+of them for each K given, every K on a fresh server: K = 1 is the default, unpartitioned service;
+K > 1 share `stt.partitions` (--partitions, 16). The ratio is then the last K's sessions kept up
+over the first K's, measured in the same run.
 
 On a shared machine each step first waits (up to --wait-quiet s) for other processes to leave the
 CPU idle, and a step during which they took more than 0.3 cores is repeated (--busy-retries).

@@ -20,7 +20,8 @@ from voxbus.history import stored
 from voxbus.ingest import SessionPublisher
 from voxbus.messages import AudioFormat, AudioFrame, SessionError, SessionTranscribed, Transcript, codec
 from voxbus.stt import SttService
-from voxbus.stt.partitions import assigned, owner
+from voxbus.stt.partitions import PartitionOwner, assigned, owner
+from voxbus.stt_work_stream import members_bucket
 
 PARTITIONS = 6
 SENTENCES = ["Good morning and welcome to the meeting.", "First we look at the budget for next year.",
@@ -87,6 +88,42 @@ async def test_a_joining_stt_takes_a_share_and_no_partition_is_held_twice(nats_s
                 assert first.stats.sessions_done and second.stats.sessions_done  # both took some
             # The second stopped and said so: the first takes everything back.
             await until(lambda: len(first.partitions.bound) == PARTITIONS, 30, "the first to take all back")
+
+
+async def test_a_partition_is_gained_by_one_process_at_a_time_even_when_member_lists_disagree(nats_server, tmp_path):
+    """Two processes starting a moment apart: the first read the member list before the second
+    joined, so it wants every partition, while the second already wants its share. The partition
+    locks (KV create / update on the revision) let only one take each: the second gains its share
+    only once the first, on its next beat, has given it up. (Real bucket; gain/lose record.)"""
+    config = make_config(nats_server.url, tmp_path / "cache", stt={"partitions": PARTITIONS, "member_ttl": "30s"})
+    async with open_bus(config, name="owners") as bus:
+        kv = await members_bucket(bus.js, bus.subjects, config.streams, config.stt)
+        holders: dict[int, str] = {}
+
+        def recorder(name):
+            async def gain(p):
+                assert p not in holders, f"partition {p} gained by {name} while {holders.get(p)} holds it"
+                holders[p] = name
+
+            async def lose(p):
+                assert holders.pop(p) == name
+            return gain, lose
+        a = PartitionOwner(kv, "a", PARTITIONS, 30.0, *recorder("a"))
+        b = PartitionOwner(kv, "b", PARTITIONS, 30.0, *recorder("b"))
+        await a.step()  # b has not joined yet: a takes every partition
+        assert sorted(holders) == list(range(PARTITIONS))
+        await b.step()  # b sees both and wants its share, which a still holds
+        share = assigned(["a", "b"], "b", PARTITIONS)
+        assert share and not b.held and all(holders[p] == "a" for p in range(PARTITIONS))
+        await a.step()  # a sees b: it gives b's share up (and unlocks it)
+        assert a.held == set(range(PARTITIONS)) - share
+        await b.step()
+        assert b.held == share and {p for p, h in holders.items() if h == "b"} == share
+        await b.leave()  # b stops: its locks go at once, and a takes everything back on its beat
+        for p in share:
+            holders.pop(p)
+        await a.step()
+        assert a.held == set(range(PARTITIONS)) and len(holders) == PARTITIONS
 
 
 async def _start_stt(url: str) -> asyncio.subprocess.Process:

@@ -12,6 +12,7 @@ from voxbus.messages import admin, audio, control, model, status, text
 FMT = m.AudioFormat(rate=48000, channels=2, sample="f32le")
 REF = m.ModelRef(id="whisper-tiny-en", version="tiny.en", fingerprint="0123456789abcdef", backend="faster_whisper")
 SEG = m.Segment(start=0.0, end=1.5, text="hello")
+WORD = m.Word(word="hello", start=0.1, end=0.6, probability=0.93)
 
 EXAMPLES = {
     m.AudioFormat: FMT,
@@ -19,8 +20,9 @@ EXAMPLES = {
     m.SpeechChunk: m.SpeechChunk(format=FMT, seq=3, turn=1, text="Hi.", final=True),
     m.ModelRef: REF,
     m.Segment: SEG,
+    m.Word: WORD,
     m.Timings: m.Timings(queue_ms=1.0, inference_ms=20.5, total_ms=22.0),
-    m.Transcript: m.Transcript(session="s1", utterance=2, text="hello", start=1.0, end=2.5, segments=[SEG],
+    m.Transcript: m.Transcript(session="s1", utterance=2, text="hello", start=1.0, end=2.5, segments=[SEG], words=[WORD],
                                language="en", model=REF, first_seq=50, last_seq=125),
     m.ReplyChunk: m.ReplyChunk(session="s1", turn=1, index=0, text="Hi", final=False),
     m.SayRequest: m.SayRequest(text="Hello there.", turn=2, voice="piper-joe", format=FMT, final=False),
@@ -42,7 +44,8 @@ EXAMPLES = {
                                            headroom=40, capacity=1000, oldest_age=70000.0, max_age=86400.0,
                                            manager="vox-stt"),
     m.TranscribeRequest: m.TranscribeRequest(model="whisper-tiny-en", version="tiny.en", format=FMT, language="en", beam_size=2),
-    m.TranscribeReply: m.TranscribeReply(model=REF, text="hello", segments=[SEG], language="en", duration=1.5, batch_size=4),
+    m.TranscribeReply: m.TranscribeReply(model=REF, text="hello", segments=[SEG], words=[WORD], language="en",
+                                         duration=1.5, batch_size=4),
     m.ChatMessage: m.ChatMessage(role="user", content="Hi"),
     m.SamplingOptions: m.SamplingOptions(max_tokens=16, temperature=0.0, seed=1, stop=["\n"]),
     m.GenerateRequest: m.GenerateRequest(messages=[m.ChatMessage(role="user", content="Hi")], conversation="c1"),

@@ -115,6 +115,35 @@ async def test_transcribe_prints_text_and_srt(stack):
     assert len(blocks) == 2 and blocks[1].startswith("2\n00:00:0") and " --> " in blocks[1]
 
 
+async def test_transcripts_carry_words_in_session_time_and_transcribe_writes_them(stack):
+    """Each transcript's words (stt.words, on by default) are in session time, in order, inside
+    their utterance; `voxbus transcribe --vtt` writes a cue per utterance, with --words one per
+    word, and `--json --words` lists them."""
+    server, bus, stt, client, tmp = stack
+    audio, rate = await speak(client, TEXTS["orig"])
+    path = write_variant(audio, rate, tmp / "worded.wav")
+    rc, out, err = await run_voxbus("transcribe", "--json", "--words", "--nats", server.url, str(path))
+    assert rc == 0, err
+    (doc,) = json.loads(out)
+    transcripts = doc["transcripts"]
+    assert len(transcripts) == 2
+    for sentence, t in zip(TEXTS["orig"], transcripts):
+        words = t["words"]
+        assert wer(sentence, " ".join(w["word"] for w in words)) <= 0.25, (sentence, words)
+        assert all(t["start"] - 0.05 <= w["start"] <= w["end"] <= t["end"] + 0.05 for w in words), (t["start"], t["end"], words)
+        assert all(a["start"] <= b["start"] for a, b in zip(words, words[1:]))
+    assert transcripts[1]["words"][0]["start"] > transcripts[0]["words"][-1]["end"]  # session time, not the utterance's
+    assert doc["words"] == [w for t in transcripts for w in t["words"]]
+    rc, out, err = await run_voxbus("transcribe", "--vtt", "--nats", server.url, str(path))
+    assert rc == 0, err
+    header, *cues = out.strip().split("\n\n")
+    assert header == "WEBVTT" and len(cues) == 2 and " --> " in cues[0] and cues[0][8] == "."
+    rc, out, err = await run_voxbus("transcribe", "--vtt", "--words", "--nats", server.url, str(path))
+    assert rc == 0, err
+    cues = out.strip().split("\n\n")[1:]
+    assert len(cues) == len(doc["words"]) and cues[0].split("\n")[1] == doc["words"][0]["word"]
+
+
 async def test_bad_file_is_a_clear_error(stack, tmp_path):
     server, *_ = stack
     (tmp_path / "notaudio.wav").write_text("hello")

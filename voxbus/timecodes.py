@@ -1,5 +1,5 @@
 """How voxbus writes session times for people: the clock of `transcribe`, `listen` and `replay`
-lines, and subtitle (SRT) timestamps."""
+lines, and subtitle (SRT and WebVTT) timestamps."""
 
 from __future__ import annotations
 
@@ -13,3 +13,8 @@ def srt_time(t: float) -> str:
     """hh:mm:ss,mmm"""
     ms = int(round(t * 1000))
     return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+
+def vtt_time(t: float) -> str:
+    """hh:mm:ss.mmm"""
+    return srt_time(t).replace(",", ".")

@@ -19,7 +19,7 @@ from voxbus.messages import codec
 from voxbus.messages.audio import AudioFormat
 from voxbus.messages.control import SessionError, SessionTranscribed
 from voxbus.messages.text import Transcript
-from voxbus.timecodes import srt_time
+from voxbus.timecodes import srt_time, vtt_time
 
 
 @dataclass
@@ -115,8 +115,18 @@ async def transcribe_jobs(bus: Bus, jobs: list[FileJob], *, realtime: bool = Fal
     return jobs
 
 
-def to_srt(job: FileJob) -> str:
-    blocks = [f"{i}\n{srt_time(t.start)} --> {srt_time(t.end)}\n{t.text}\n"
-              for i, t in enumerate((t for t in job.ordered() if t.text), 1)]
+def cues(job: FileJob, words: bool = False) -> list[tuple[float, float, str]]:
+    """(start, end, text) per transcript, or per word of each (`words`)."""
+    if words:
+        return [(w.start, max(w.end, w.start), w.word) for t in job.ordered() for w in t.words if w.word]
+    return [(t.start, t.end, t.text) for t in job.ordered() if t.text]
+
+
+def to_srt(job: FileJob, words: bool = False) -> str:
+    blocks = [f"{i}\n{srt_time(a)} --> {srt_time(b)}\n{text}\n" for i, (a, b, text) in enumerate(cues(job, words), 1)]
     return "\n".join(blocks)
+
+
+def to_vtt(job: FileJob, words: bool = False) -> str:
+    return "WEBVTT\n\n" + "\n".join(f"{vtt_time(a)} --> {vtt_time(b)}\n{text}\n" for a, b, text in cues(job, words))
 

@@ -23,7 +23,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     out.add_argument("--json", action="store_true", help="one JSON document with every transcript")
     out.add_argument("--srt", action="store_true",
                      help="SubRip subtitles (several files: one FILE.srt each, in --out-dir)")
-    p.add_argument("--out-dir", default=".", metavar="DIR", help="where --srt writes with several files")
+    out.add_argument("--vtt", action="store_true",
+                     help="WebVTT subtitles (several files: one FILE.vtt each, in --out-dir)")
+    p.add_argument("--words", action="store_true",
+                   help="--srt/--vtt: one cue per word; --json: each file's words in one list too")
+    p.add_argument("--out-dir", default=".", metavar="DIR", help="where --srt and --vtt write with several files")
     p.add_argument("--realtime", action="store_true", help="publish at real-time pace, like a live source")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     p.set_defaults(handler=run)
@@ -59,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from voxbus.cli import load_for, run_async
     from voxbus.pipeline import local_pipeline
     from voxbus.timecodes import clock
-    from voxbus.transcribe_job import load_jobs, to_srt, transcribe_jobs
+    from voxbus.transcribe_job import load_jobs, to_srt, to_vtt, transcribe_jobs
 
     if not args.verbose:  # the transcripts are the output; service chatter only with -v
         import logging
@@ -87,17 +91,20 @@ def run(args: argparse.Namespace) -> int:
             print(f"voxbus: {job.path}: {err.code}: {err.message}", file=sys.stderr)
     if args.json:
         doc = [{"file": str(j.path), "session": j.session, "duration": round(j.duration, 3), "text": j.text,
-                "errors": msgspec.to_builtins(j.errors), "transcripts": msgspec.to_builtins(j.ordered())} for j in jobs]
+                "errors": msgspec.to_builtins(j.errors), "transcripts": msgspec.to_builtins(j.ordered()),
+                **({"words": [msgspec.to_builtins(w) for t in j.ordered() for w in t.words]} if args.words else {})}
+               for j in jobs]
         print(json.dumps(doc, indent=2, ensure_ascii=False))
-    elif args.srt:
+    elif args.srt or args.vtt:
+        render, suffix = (to_srt, ".srt") if args.srt else (to_vtt, ".vtt")
         if len(jobs) == 1:
-            sys.stdout.write(to_srt(jobs[0]))
+            sys.stdout.write(render(jobs[0], args.words))
         else:
             out = Path(args.out_dir)
             out.mkdir(parents=True, exist_ok=True)
             for job in jobs:
-                target = out / f"{job.path.stem}.srt"
-                target.write_text(to_srt(job))
+                target = out / f"{job.path.stem}{suffix}"
+                target.write_text(render(job, args.words))
                 print(target)
     else:
         for i, job in enumerate(jobs):

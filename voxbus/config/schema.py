@@ -179,6 +179,9 @@ class SttConfig(_Cfg):
     as frames_missing; 0: at once. At most a third of ack_wait."""
     start: Literal["new", "all"] = "new"
     """Where a brand-new durable consumer starts in the AUDIO stream (later runs resume)."""
+    words: bool = True
+    """Transcripts carry every word with its times in session time (`words`); costs one more
+    pass of the decoder over each utterance's text."""
     partitions: Annotated[int, Meta(ge=1, le=256)] = 1
     """Sessions are split into this many partitions, shared among the running `voxbus stt`
     processes, each partition held by one at a time (a work stream copies the audio, once more,

@@ -34,7 +34,7 @@ from voxbus.messages.model import (
     LoadModelRequest, ModelInfo, ModelReply, SynthesizeReply, SynthesizeRequest, TranscribeReply,
     TranscribeRequest, UnloadModelRequest, Usage,
 )
-from voxbus.messages.text import ModelRef, Segment, Timings
+from voxbus.messages.text import ModelRef, Segment, Timings, Word
 
 
 
@@ -95,7 +95,7 @@ class Endpoints:
         if req.upload:
             pcm = await uploads.read(self.nc, self.upload_bucket, req.upload, int(self.config.manager.max_request_bytes))
         audio = await asyncio.to_thread(pcm_to_model_input, pcm, req.format, 16000)
-        options = {"beam_size": req.beam_size}
+        options = {"beam_size": req.beam_size, **({"words": True} if req.words else {})}  # (the batcher's key)
         async with self.pool.use(slot, ctx) as s:  # held while waiting in the batcher too: never evicted
             batcher = self._batcher(s)
             if batcher.accepts(audio):
@@ -111,6 +111,9 @@ class Endpoints:
         out = TranscribeReply(
             model=model_ref(slot), text=" ".join(seg.text for seg in result.segments).strip(),
             segments=[Segment(start=round(g.start, 3), end=round(g.end, 3), text=g.text) for g in result.segments],
+            words=[Word(word=w.word, start=round(max(w.start, 0.0), 3), end=round(max(w.end, w.start, 0.0), 3),
+                        probability=round(min(max(w.probability, 0.0), 1.0), 3))
+                   for g in result.segments for w in g.words if w.word],
             language=result.language, duration=round(result.duration, 3),
             timings=Timings(queue_ms=round(queue_ms, 2), inference_ms=round(infer_ms, 2),
                             total_ms=round((time.perf_counter() - t0) * 1000, 2)),

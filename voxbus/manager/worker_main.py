@@ -81,7 +81,8 @@ def _loaded(backend: Backend) -> wp.Loaded:
 
 
 def _transcripts(results) -> list[wp.Transcript]:
-    return [wp.Transcript(segments=[wp.Segment(s.start, s.end, s.text) for s in r.segments],
+    return [wp.Transcript(segments=[wp.Segment(s.start, s.end, s.text, [wp.Word(w.word, w.start, w.end, w.probability)
+                                                                           for w in s.words]) for s in r.segments],
                           language=r.language, duration=r.duration) for r in results]
 
 

@@ -91,10 +91,18 @@ class Loaded(_Msg, tag="loaded"):
     voices: list[str] = []
 
 
+class Word(Struct, array_like=True):
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
 class Segment(Struct, array_like=True):
     start: float
     end: float
     text: str
+    words: list[Word] = []
 
 
 class Transcript(Struct, kw_only=True):

@@ -19,7 +19,7 @@ from voxbus.messages.model import (
     TranscribeRequest, UnloadModelRequest, Usage, WorkerInfo,
 )
 from voxbus.messages.status import ServiceStatus
-from voxbus.messages.text import ModelRef, ReplyChunk, SayRequest, Segment, Timings, Transcript
+from voxbus.messages.text import ModelRef, ReplyChunk, SayRequest, Segment, Timings, Transcript, Word
 
 __all__ = [
     "AdminEvent", "AudioFormat", "AudioFrame", "CacheEvent", "ChatMessage", "ControlEvent",
@@ -29,6 +29,6 @@ __all__ = [
     "ModelMetrics", "ModelRef", "ModelReply", "ReplyChunk", "ResourceSnapshot", "RetentionWarning", "SAMPLE_WIDTH",
     "SampleType", "SamplingOptions", "SayRequest", "Segment", "ServiceStatus", "SessionEnd", "SessionError",
     "SessionStart", "SessionTranscribed", "SpeechChunk", "SynthesizeReply", "SynthesizeRequest", "Timings",
-    "TranscribeReply", "TranscribeRequest", "Transcript", "UnloadModelRequest", "Usage", "WorkerInfo", "decode",
+    "TranscribeReply", "TranscribeRequest", "Transcript", "UnloadModelRequest", "Usage", "Word", "WorkerInfo", "decode",
     "decode_meta", "encode", "meta_headers",
 ]

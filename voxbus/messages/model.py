@@ -15,7 +15,7 @@ from msgspec import Meta, Struct
 
 from voxbus.messages.admin import ModelState
 from voxbus.messages.audio import AudioFormat, NonNegInt
-from voxbus.messages.text import ModelRef, Segment, Timings
+from voxbus.messages.text import ModelRef, Segment, Timings, Word
 
 ModelKind = Literal["llm", "stt", "tts"]
 
@@ -35,6 +35,8 @@ class TranscribeRequest(_ModelRequest):
     language: str | None = None
     """ISO code; None lets the model detect it (English-only models ignore it)."""
     beam_size: Annotated[int, Meta(ge=1, le=10)] = 1
+    words: bool = False
+    """Word timings in the reply (`words`): one more pass of the decoder over the text."""
     session: str | None = None
     """For logs and batching stats only."""
     upload: str | None = None
@@ -47,6 +49,8 @@ class TranscribeReply(Struct, kw_only=True):
     model: ModelRef
     text: str
     segments: list[Segment] = []
+    words: list[Word] = []
+    """When the request asked for them: every word, in seconds from the audio's start."""
     language: str = ""
     duration: float = 0.0
     """Seconds of audio transcribed."""

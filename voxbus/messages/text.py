@@ -22,6 +22,15 @@ class ModelRef(Struct, kw_only=True):
     backend: str = ""
 
 
+class Word(Struct, kw_only=True):
+    """One word and when it was said (Whisper's cross-attention aligned to the text)."""
+
+    word: str
+    start: Seconds
+    end: Seconds
+    probability: Annotated[float, Meta(ge=0, le=1)] = 0.0
+
+
 class Segment(Struct, kw_only=True):
     start: Seconds
     end: Seconds
@@ -48,6 +57,8 @@ class Transcript(Struct, kw_only=True):
     """Start of the utterance in session time (seconds from the session's first frame)."""
     end: Seconds
     segments: list[Segment] = []
+    words: list[Word] = []
+    """Every word of the utterance in session time, when the STT asks for them (`stt.words`)."""
     language: str = ""
     model: ModelRef | None = None
     timings: Timings = msgspec.field(default_factory=Timings)

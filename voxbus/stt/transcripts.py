@@ -24,7 +24,7 @@ from voxbus.errors import ModelError, Timeout
 from voxbus.messages import codec
 from voxbus.messages.audio import AudioFormat
 from voxbus.messages.control import SessionTranscribed
-from voxbus.messages.text import Segment, Timings, Transcript
+from voxbus.messages.text import Segment, Timings, Transcript, Word
 from voxbus.stt.intake import FrameIntake, SttStats
 from voxbus.stt.session import HeldFrame, Phase, SessionState, Utterance
 from voxbus.stt.vad import RATE
@@ -94,7 +94,8 @@ class TranscriptWriter:
             async for attempt in stamina.retry_context(on=self._retry_model_error, **FOREVER):
                 with attempt:
                     return await self.models.transcribe(u.audio.tobytes(), MODEL_FORMAT, model=self.cfg.model,
-                                                        language=self.cfg.language, session=s.sid)
+                                                        language=self.cfg.language, words=self.cfg.words,
+                                                        session=s.sid)
         except ModelError as exc:
             if self.stopping():
                 raise asyncio.CancelledError from exc
@@ -114,6 +115,8 @@ class TranscriptWriter:
             session=s.sid, utterance=index, text=reply.text, start=u.t_start, end=u.t_end,
             segments=[Segment(start=round(u.t_start + g.start, 3), end=round(min(u.t_start + g.end, u.t_end), 3),
                               text=g.text) for g in reply.segments],
+            words=[Word(word=w.word, start=round(min(u.t_start + w.start, u.t_end), 3),
+                        end=round(min(u.t_start + w.end, u.t_end), 3), probability=w.probability) for w in reply.words],
             language=reply.language, model=reply.model, first_seq=u.first_seq, last_seq=u.last_seq,
             timings=Timings(queue_ms=reply.timings.queue_ms, inference_ms=reply.timings.inference_ms,
                             total_ms=round((time.monotonic() - u.last_frame_at) * 1000, 2)),

@@ -34,10 +34,20 @@ class LoadSpec:
 
 
 @dataclass
+class Word:
+    word: str
+    start: float  # seconds from the start of the audio transcribed
+    end: float
+    probability: float
+
+
+@dataclass
 class Segment:
     start: float
     end: float
     text: str
+    words: list[Word] = field(default_factory=list)  # when the request asked for word timings
+    tokens: list[int] = field(default_factory=list)  # (the decoder's text tokens, for aligning words)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens
 
-from voxbus.manager.backends.base import BackendError, LoadSpec, Segment, SttBackend, TranscribeResult
+from voxbus.manager.backends.base import BackendError, LoadSpec, Segment, SttBackend, TranscribeResult, Word
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,8 @@ TOKENS_PER_S = 8
 TOKENS_SLACK = 10
 SINGLE_MAX_TOKENS = 220  # Whisper's max_length is 448 tokens for prompt and output together
 TIME_STEP = 0.02  # seconds per timestamp token
+PREPEND_PUNCTUATION = "\"'“¿([{-"  # faster-whisper's defaults: punctuation joined to the next word,
+APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"  # ...and to the word before it
 
 
 def batch_window(seconds: float, pad_seconds: float) -> int:
@@ -60,7 +62,8 @@ def row_segments(ids: list[int], tokenizer: Tokenizer, duration: float) -> list[
         seg_start = start if start is not None else (out[-1].end if out else 0.0)
         repeat = out and len(text.split()) > 3 and text.lower() == out[-1].text.lower()
         if text and seg_start < duration - 0.05 and not repeat:
-            out.append(Segment(start=round(seg_start, 2), end=round(min(max(end, seg_start), duration), 2), text=text))
+            out.append(Segment(start=round(seg_start, 2), end=round(min(max(end, seg_start), duration), 2), text=text,
+                               tokens=list(words)))
 
     for t in ids:
         if t < begin:
@@ -118,10 +121,13 @@ class WhisperBackend(SttBackend):
             # Noise can make the decoder babble to its 448-token limit ("!!!!..."), seconds of work
             # per window: twice the batched path's cap leaves real speech alone and bounds that.
             max_new_tokens=min(SINGLE_MAX_TOKENS, 2 * token_cap(min(seconds, WINDOW_S))),
+            word_timestamps=bool(options.get("words")),
         )
         # The segments generator is lazy: consuming it *is* the inference, so do it here,
         # in the model's worker thread, never on the event loop.
-        out = [Segment(start=s.start, end=s.end, text=s.text.strip()) for s in segments]
+        out = [Segment(start=float(s.start), end=float(s.end), text=s.text.strip(),  # (numpy floats with words)
+                       words=[Word(w.word.strip(), float(w.start), float(w.end), float(w.probability))
+                              for w in s.words or []]) for s in segments]
         return TranscribeResult(segments=out, language=info.language, duration=len(audio) / self.sample_rate)
 
     def transcribe_batch(self, audios: list[np.ndarray], language: str | None,
@@ -146,7 +152,8 @@ class WhisperBackend(SttBackend):
             step = len(rows) if self.model.model.device != "cpu" else max(1, CPU_BATCH_AUDIO_S // window)
             for at in range(0, len(rows), step):
                 chunk = rows[at:at + step]
-                decoded = self._decode([audios[i] for i in chunk], window, language, int(options.get("beam_size", 1)))
+                decoded = self._decode([audios[i] for i in chunk], window, language, int(options.get("beam_size", 1)),
+                                       bool(options.get("words")))
                 for i, (segs, lang, runaway) in zip(chunk, decoded):
                     if runaway:
                         log.info("batched row of %.1f s hit its token cap or went on past its window; redoing it "
@@ -157,7 +164,7 @@ class WhisperBackend(SttBackend):
         return results  # type: ignore[return-value]
 
     def _decode(self, audios: list[np.ndarray], window: int, language: str | None,
-                beam_size: int) -> list[tuple[list[Segment], str, bool]]:
+                beam_size: int, words: bool = False) -> list[tuple[list[Segment], str, bool]]:
         """(segments, language, redo it: the cap was hit or the decoder went on past the window)
         per row, all padded to `window` seconds.
 
@@ -189,9 +196,28 @@ class WhisperBackend(SttBackend):
         limit = min(max_length // 2, max_length - len(prompt))
         results = model.model.generate(encoded, prompts, beam_size=beam_size, max_length=max_length,
                                        suppress_blank=True, suppress_tokens=suppress)
-        return [(row_segments(r.sequences_ids[0], tokenizer, len(a) / self.sample_rate), code,
-                 len(r.sequences_ids[0]) >= min(cap, limit) or _continues(r.sequences_ids[0], tokenizer.timestamp_begin))
-                for r, code, cap, a in zip(results, langs, caps, audios)]
+        rows = [row_segments(r.sequences_ids[0], tokenizer, len(a) / self.sample_rate) for r, a in zip(results, audios)]
+        if words:
+            self._align_words(encoded, tokenizer, rows, audios)
+        return [(segs, code, len(r.sequences_ids[0]) >= min(cap, limit) or _continues(r.sequences_ids[0], tokenizer.timestamp_begin))
+                for segs, r, code, cap in zip(rows, results, langs, caps)]
+
+    def _align_words(self, encoded, tokenizer: Tokenizer, rows: list[list[Segment]], audios: list[np.ndarray]) -> None:
+        """Word timings for a batch's rows, in one call: the decoder's cross-attention aligned to
+        each row's text over its own frames (faster-whisper's word alignment, as its batched
+        pipeline runs it, with its punctuation rules). A row with no text gets one empty segment
+        there, so every row keeps its place in the encoder output."""
+        if not any(rows):
+            return
+        hop = self.model.feature_extractor.hop_length
+        batch = [[{"tokens": s.tokens, "start": s.start, "end": s.end, "seek": 0} for s in segs]
+                 or [{"tokens": [], "start": 0.0, "end": 0.0, "seek": 0}] for segs in rows]
+        self.model.add_word_timestamps(batch, tokenizer, encoded, [max(1, len(a) // hop) for a in audios],
+                                       PREPEND_PUNCTUATION, APPEND_PUNCTUATION, 0.0)
+        for segs, aligned in zip(rows, batch):
+            for s, d in zip(segs, aligned):
+                s.words = [Word(w["word"].strip(), float(w["start"]), float(w["end"]), float(w["probability"]))
+                           for w in d.get("words", [])]
 
     def _tokenizer(self, language: str) -> tuple[Tokenizer, list[int]]:
         if language not in self._tokenizers:

@@ -26,9 +26,12 @@ class Word(Struct, kw_only=True):
     """One word and when it was said (Whisper's cross-attention aligned to the text)."""
 
     word: str
+    """The word as written, its punctuation attached."""
     start: Seconds
+    """In a Transcript: session time; in a TranscribeReply: seconds from the audio's start."""
     end: Seconds
     probability: Annotated[float, Meta(ge=0, le=1)] = 0.0
+    """The model's mean token probability for the word."""
 
 
 class Segment(Struct, kw_only=True):

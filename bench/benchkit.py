@@ -169,6 +169,30 @@ async def wait_for(cond: Callable[[], bool], timeout: float, poll: float = 0.02)
 
 
 # -- stand-ins and helper processes ---------------------------------------------------------------
+class LagLog:
+    """Stands in for an STT service's stats.lag_s (a bounded deque there): keeps every sample with
+    its time (time.monotonic(), one clock for every process on Linux)."""
+
+    def __init__(self) -> None:
+        self.t: list[float] = []
+        self.lag: list[float] = []
+
+    def append(self, lag: float) -> None:
+        self.t.append(time.monotonic())
+        self.lag.append(lag)
+
+    def __len__(self) -> int:
+        return len(self.lag)
+
+    def __iter__(self):
+        return iter(self.lag)
+
+    def take(self) -> tuple[list[float], list[float]]:
+        """The samples so far (times, lags), and start a new batch."""
+        t, lag, self.t, self.lag = self.t, self.lag, [], []
+        return t, lag
+
+
 class StubModels:
     """INFERENCE STUBBED OUT: every transcribe request is answered at once (for measuring the bus
     and the STT service alone)."""

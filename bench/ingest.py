@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from benchkit import (
-    BUSY_LIMIT, StubModels, bench_config, bench_server, busy_cores, cpu_model, in_process,
+    BUSY_LIMIT, LagLog, StubModels, bench_config, bench_server, busy_cores, cpu_model, in_process,
     machine_cpu, pct, proc_cpu_s, temp_dir, wait_for, wait_quiet,
 )
 from voxbus.audio import encode_pcm
@@ -117,24 +117,6 @@ class DetectLog:
             self.batches += 1
             self.batch_sessions += t["sessions"]
             self.detect_s += t["seconds"]
-
-
-class LagLog:
-    """Stands in for stats.lag_s (a bounded deque there): keeps every sample with its time."""
-
-    def __init__(self) -> None:
-        self.t: list[float] = []
-        self.lag: list[float] = []
-
-    def append(self, lag: float) -> None:
-        self.t.append(time.monotonic())
-        self.lag.append(lag)
-
-    def __len__(self) -> int:
-        return len(self.lag)
-
-    def __iter__(self):
-        return iter(self.lag)
 
 
 # -- publisher process ---------------------------------------------------------------------------
@@ -319,7 +301,7 @@ async def main_processes(args) -> dict:
             async with bench_server(f"voxbench-ingest-k{k}-") as (server, _):
                 parts = f"stt.partitions {args.partitions}, shared" if k > 1 else "unpartitioned (the default)"
                 print(f"\n== K={k} STT process{'es' if k > 1 else ''}, {parts} ==")
-                async with RemoteStts(server.url, "vox", k, args.partitions, LagLog) as stts:
+                async with RemoteStts(server.url, "vox", k, args.partitions) as stts:
                     results = await ladder(stts, server, pcm_path, args, "vox", label=f"k{k}")
                 by_k[k] = max([r["sessions"] for r in results if r["keeps_up"]], default=0)
                 print(f"K={k}: largest N kept up {by_k[k]}")

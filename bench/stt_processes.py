@@ -19,31 +19,9 @@ import threading
 import time
 from types import SimpleNamespace
 
-from benchkit import StubModels, bench_config, proc_cpu_s, wait_for
+from benchkit import LagLog, StubModels, bench_config, proc_cpu_s, wait_for
 
 PUSH_EVERY_S = 0.1
-
-
-class _Samples:
-    """stats.lag_s inside a child: every sample with its time, handed over at each push."""
-
-    def __init__(self) -> None:
-        self.t: list[float] = []
-        self.lag: list[float] = []
-
-    def append(self, lag: float) -> None:
-        self.t.append(time.monotonic())
-        self.lag.append(lag)
-
-    def take(self) -> tuple[list[float], list[float]]:
-        t, lag, self.t, self.lag = self.t, self.lag, [], []
-        return t, lag
-
-    def __len__(self) -> int:
-        return len(self.lag)
-
-    def __iter__(self):
-        return iter(self.lag)
 
 
 def _child(url: str, prefix: str, partitions: int, conn) -> None:
@@ -69,7 +47,7 @@ async def _serve(url: str, prefix: str, partitions: int, conn) -> None:
     cfg = bench_config(url, prefix=prefix, stt={"partitions": partitions})
     async with open_bus(cfg, f"bench-ingest-stt-{os.getpid()}") as bus:
         stt = SttService(bus, models=StubModels(), on_stage=on_stage)
-        samples = stt.stats.lag_s = _Samples()
+        samples = stt.stats.lag_s = LagLog()
         async with stt:
             while not conn.poll():
                 await asyncio.sleep(PUSH_EVERY_S)
@@ -84,10 +62,10 @@ async def _serve(url: str, prefix: str, partitions: int, conn) -> None:
 class RemoteStts:
     """K STT processes, summed into what ingest.py's step() reads of one in-process service."""
 
-    def __init__(self, url: str, prefix: str, k: int, partitions: int, lag_log) -> None:
+    def __init__(self, url: str, prefix: str, k: int, partitions: int) -> None:
         self.url, self.prefix, self.k = url, prefix, k
         self.partitions = partitions if k > 1 else 1
-        self.stats = SimpleNamespace(frames=0, sessions_done=0, utterances=0, lag_s=lag_log())
+        self.stats = SimpleNamespace(frames=0, sessions_done=0, utterances=0, lag_s=LagLog())
         self.on_stage = SimpleNamespace(batches=0, batch_sessions=0, detect_s=0.0)
         self._latest: list[dict] = [{} for _ in range(k)]
         self._procs: list = []

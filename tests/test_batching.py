@@ -139,6 +139,24 @@ async def test_requests_that_decode_differently_are_not_mixed(fake_slot):
     assert [o.batch_size for o in outs] == [2, 1, 1, 2]
 
 
+async def test_interim_requests_wait_behind_every_final(fake_slot):
+    """Partials never take the worker from a final: while one batch runs, finals and partials
+    queue; the finals' batch forms first even though the partials came first."""
+    batcher = batcher_for(fake_slot, max_batch=4, max_wait_ms=1, quiet_ms=1)
+    order: list[str] = []
+
+    async def ask(value: float, interim: bool) -> None:
+        out = await batcher.submit(np.full(1600, value, np.float32), None, {}, interim=interim)
+        order.append(out.result.segments[0].text)
+
+    first = asyncio.create_task(ask(0.0, False))  # holds the only worker for 50 ms
+    await asyncio.sleep(0.01)
+    rest = [asyncio.create_task(ask(float(i), True)) for i in (1, 2)] + [asyncio.create_task(ask(3.0, False))]
+    await asyncio.gather(first, *rest)
+    assert order[0] == "row 0" and order[1] == "row 3", order
+    assert fake_slot.fake.calls == [1, 1, 2]  # the final alone, then both partials together
+
+
 async def test_bad_audio_is_refused_before_it_joins_a_batch(fake_slot):
     batcher = batcher_for(fake_slot)
     for bad in (np.zeros(0, np.float32), np.full(100, np.nan, np.float32)):

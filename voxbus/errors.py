@@ -86,6 +86,10 @@ class AudioFileError(VoxbusError):
     """An audio file given to a command cannot be read or decoded."""
 
 
+class NoMicrophone(VoxbusError):
+    """No audio input could be opened: no PortAudio library, no input device, or it refused."""
+
+
 class InvalidName(VoxbusError, ValueError):
     """A name that cannot be a NATS subject token."""
 

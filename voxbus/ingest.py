@@ -61,7 +61,7 @@ class SessionPublisher:
     def __init__(self, bus: Bus, session: str, *, realtime: bool = False, frame_ms: int | None = None,
                  window: int | None = None, meta: dict[str, str] | None = None,
                  on_frame: Callable[[int, float], None] | None = None, output: AudioFormat | None = None,
-                 voice: str | None = None, assistant: bool | None = None) -> None:
+                 voice: str | None = None, assistant: bool | None = None, partials: bool | None = None) -> None:
         self.bus = bus
         self.session = session
         self.subject = bus.subjects.audio_in(session)  # validates the session id up front
@@ -71,6 +71,7 @@ class SessionPublisher:
         self.meta = meta or {}
         self.output, self.voice = output, voice  # what the session wants its speech replies as
         self.assistant = assistant  # whether the assistant should answer it (None: the deployment's default)
+        self.partials = partials  # whether the STT should send interim transcripts (None: stt.partials)
         self.on_frame = on_frame  # progress: (frames sent, seconds of audio sent)
         ingest = bus.config.ingest
         self.ack_timeout, self.retry_window = float(ingest.ack_timeout), float(ingest.retry_window)
@@ -86,7 +87,8 @@ class SessionPublisher:
         if not self._started:
             self._started = True
             event = SessionStart(session=self.session, ts=time.time(), format=fmt, meta=self.meta,
-                                 output=self.output, voice=self.voice, assistant=self.assistant)
+                                 output=self.output, voice=self.voice, assistant=self.assistant,
+                                 partials=self.partials)
             await self._store(self.bus.subjects.control(self.session, "start"), codec.encode(event), "start")
 
     async def send(self, pcm: bytes, fmt: AudioFormat) -> None:

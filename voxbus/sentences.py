@@ -27,12 +27,14 @@ class SentenceSplitter:
     such as "3.5" do not end a sentence). A sentence is complete once the text after it has begun
     the next one, once whitespace follows it where a next sentence could begin, or at a line
     break; the rest waits for more text or flush(). The first piece of a reply may end at an
-    earlier clause boundary, so the first audio comes out sooner.
+    earlier clause boundary, or with `first_words`, after that many words when neither a
+    sentence nor a clause has ended by then, so the first audio comes out sooner.
     """
 
-    def __init__(self, first_clause_words: int = 4, language: str = "en") -> None:
+    def __init__(self, first_clause_words: int = 4, language: str = "en", first_words: int = 0) -> None:
         self.buffer = ""
         self.first_clause_words = first_clause_words  # 0: never cut the first piece at a clause
+        self.first_words = first_words  # >0: the first piece ends after this many words at the latest
         self.language = language
         self.emitted = 0
 
@@ -63,6 +65,10 @@ class SentenceSplitter:
         if sep and head.strip():  # a line break always ends a piece
             return self._take(len(head) + 1)
         sentence = self._sentence()
+        if sentence is None and self.emitted == 0 and self.first_words:
+            words = re.match(r"\s*(?:\S+\s+){%d}" % self.first_words, self.buffer)  # that many, each complete
+            if words:
+                return self._take(words.end())
         return None if sentence is None else self._take(len(sentence))
 
     def _sentence(self) -> str | None:

@@ -5,6 +5,7 @@ Layout (prefix ``vox`` by default)::
     {p}.audio.<sid>.in            client audio frames            stream {P}_AUDIO
     {p}.audio.<sid>.out           synthesized audio chunks       stream {P}_AUDIO
     {p}.text.<sid>.transcript     STT transcripts                stream {P}_TEXT
+    {p}.text.<sid>.partial        STT interim transcripts        stream {P}_TEXT
     {p}.text.<sid>.reply          assistant reply chunks         stream {P}_TEXT
     {p}.tts.<sid>.say             text to speak                  stream {P}_TEXT
     {p}.ctl.<sid>.<event>         start/end/interrupt/error/transcribed  {P}_CTL
@@ -84,6 +85,9 @@ class Subjects:
     def transcript(self, sid: str) -> str:
         return f"{self.prefix}.text.{validate_session_id(sid)}.transcript"
 
+    def partial(self, sid: str) -> str:
+        return f"{self.prefix}.text.{validate_session_id(sid)}.partial"
+
     def reply(self, sid: str) -> str:
         return f"{self.prefix}.text.{validate_session_id(sid)}.reply"
 
@@ -118,6 +122,9 @@ class Subjects:
 
     def all_transcripts(self) -> str:
         return f"{self.prefix}.text.*.transcript"
+
+    def all_partials(self) -> str:
+        return f"{self.prefix}.text.*.partial"
 
     def all_replies(self) -> str:
         return f"{self.prefix}.text.*.reply"

@@ -96,7 +96,8 @@ async def transcribe_jobs(bus: Bus, jobs: list[FileJob], *, realtime: bool = Fal
         async def publish(job: FileJob) -> None:
             def progress(_frames: int, seconds: float) -> None:
                 job.published_s = seconds
-            pub = SessionPublisher(bus, job.session, realtime=realtime, meta={"file": job.path.name}, on_frame=progress)
+            pub = SessionPublisher(bus, job.session, realtime=realtime, meta={"file": job.path.name}, on_frame=progress,
+                                   partials=False)  # (it prints finals only: no interim decodes for it)
             await pub.publish_pcm(job.pcm, job.format)
             job.pcm = b""  # stored in the stream now; free the memory
             if on_progress:

@@ -149,7 +149,7 @@ class Assistant(BusService):
         conv.turn += 1
         times = self.times[sid, turn] = TurnTimes(transcript_at=arrived)
         conv.messages.append({"role": "user", "content": text})
-        splitter = SentenceSplitter()
+        splitter = SentenceSplitter(first_words=self.cfg.first_words)
         said: list[str] = []
         index = 0
         final_text = ""
@@ -162,8 +162,9 @@ class Assistant(BusService):
                 index += 1
                 said.append(event.text)
                 for sentence in splitter.feed(event.text):
-                    # The trailing space tells the TTS splitter the sentence is complete.
-                    await self._say(sid, turn, sentence + " ", final=False)
+                    # The trailing space tells the TTS splitter the sentence is complete; the first
+                    # piece may be a reply's first words only, to be spoken at once all the same.
+                    await self._say(sid, turn, sentence + " ", final=False, now=splitter.emitted == 1)
             elif isinstance(event, GenerateDone):
                 final_text = event.text
         times.done_at = time.monotonic()
@@ -179,8 +180,8 @@ class Assistant(BusService):
         chunk = ReplyChunk(session=sid, turn=turn, index=index, text=text, final=final)
         await self.bus.nc.publish(self.subjects.reply(sid), codec.encode(chunk))
 
-    async def _say(self, sid: str, turn: int, text: str, final: bool) -> None:
-        req = SayRequest(text=text, turn=turn, voice=self.cfg.voice, final=final)
+    async def _say(self, sid: str, turn: int, text: str, final: bool, now: bool = False) -> None:
+        req = SayRequest(text=text, turn=turn, voice=self.cfg.voice, final=final, speak_now=now)
         await self.bus.store(self.subjects.say(sid), codec.encode(req))
 
     async def _error(self, sid: str, code: str, message: str) -> None:

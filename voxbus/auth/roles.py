@@ -61,7 +61,7 @@ def permissions(role: str, s: Subjects, public_key: str) -> dict:
         responses = STREAMING_RESPONSES
     elif role == "stt":
         sub += [s.status("stt"), s.all_micro()]
-        pub += [s.all_transcripts(), s.all_control("error"), s.all_control("transcribed"), s.admin("retention"),
+        pub += [s.all_transcripts(), s.all_partials(), s.all_control("error"), s.all_control("transcribed"), s.admin("retention"),
                 s.model("stt", "transcribe"), *js_read(s.stream("audio")), *js_read(s.stream("ctl")),
                 *js_read(s.stream("text")), *_state(s),
                 *js_read(s.stt_work_stream()), f"$KV.{s.stt_members_bucket()}.>", *js_read(f"KV_{s.stt_members_bucket()}"),

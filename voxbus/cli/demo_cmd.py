@@ -20,15 +20,18 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                                    "per-stage latencies. Runs everything in-process when nothing is running.")
     p.add_argument("question", nargs="?", default=DEFAULT_QUESTION)
     p.add_argument("-o", "--output", default="voxbus-demo-reply.wav", metavar="FILE.wav")
+    p.add_argument("--end-event", action="store_true",
+                   help="send the question at once and end it with an end event (no pause to wait for) "
+                        "instead of speaking it in real time and letting the STT hear the silence after it")
     p.set_defaults(handler=run)
 
 
 def latency_table(res: LoopResult) -> Table:
     from voxbus.cli.console import add_row, table
 
-    names = {"transcript": "STT (transcript published)", "llm first token": "LLM first token",
-             "llm done": "LLM done", "first audio chunk": "first audio chunk"}
-    out = table(("stage (after the last frame of the question)", "ms"), right=("ms",))
+    names = {"first partial": "STT first interim transcript", "transcript": "STT (transcript published)",
+             "llm first token": "LLM first token", "llm done": "LLM done", "first audio chunk": "first audio chunk"}
+    out = table(("stage (after the end of the question; < 0: while speaking)", "ms"), right=("ms",))
     for k, v in res.stages.items():
         add_row(out, names.get(k, k), f"{v * 1000:.0f}")
     return out
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
                     status.update(f"warming up the models: loading {config.manager.defaults[kind]}")
                     await client.load(config.manager.defaults[kind])
             print("models ready", flush=True)
-            res = await voice_turn(pipe, args.question, Path(args.output), echo=echo_stdout)
+            res = await voice_turn(pipe, args.question, Path(args.output), echo=echo_stdout, live=not args.end_event)
         print(f"reply audio: {res.wav.resolve() if res.wav else '(none)'} ({res.audio_s:.1f} s)")
         out.print(latency_table(res))
         return 0 if res.wav else 1

@@ -51,12 +51,13 @@ class ModelClient:
 
     async def transcribe(self, pcm: bytes, format: AudioFormat, *, model: str | None = None,
                          version: str | None = None, language: str | None = None, beam_size: int = 1,
-                         words: bool = False, session: str | None = None,
+                         words: bool = False, session: str | None = None, interim: bool = False,
                          deadline: float | None = None) -> TranscribeReply:
         """Transcribe one utterance. Audio too large for one message (the server's max_payload) is
         first reduced to what the model hears (16 kHz mono s16), and if that is still too large it
         travels through the uploads Object Store, kept there for every retry of this call and
-        removed when it ends. `words`: the reply lists every word with its times."""
+        removed when it ends. `words`: the reply lists every word with its times. `interim`: a
+        partial hypothesis, which the manager batches after every waiting final."""
         limit = self.nc.max_payload - HEADER_ROOM
         if len(pcm) > limit:
             pcm, format = await asyncio.to_thread(compact_pcm, pcm, format)
@@ -66,7 +67,8 @@ class ModelClient:
                 name = await stack.enter_async_context(uploads.uploaded(self.nc, self.subjects.upload_bucket(), pcm))
                 pcm = b""
             req = TranscribeRequest(model=model, version=version, format=format, language=language,
-                                    beam_size=beam_size, words=words, session=session, upload=name)
+                                    beam_size=beam_size, words=words, session=session, interim=interim,
+                                    upload=name)
             msg = await self.caller.request(self.subjects.model("stt", "transcribe"), pcm,
                                             codec.meta_headers(req), deadline)
         return codec.decode(msg.data, TranscribeReply)

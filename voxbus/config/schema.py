@@ -182,6 +182,25 @@ class SttConfig(_Cfg):
     words: bool = True
     """Transcripts carry every word with its times in session time (`words`); costs one more
     pass of the decoder over each utterance's text."""
+    partials: bool = True
+    """Interim transcripts (``{p}.text.<sid>.partial``) while an utterance is open; a session's
+    start event may turn them off (`partials: false`)."""
+    partial_first: Duration = Duration(0.5)
+    """Speech heard before an utterance's first interim transcript."""
+    partial_interval: Duration = Duration(0.5)
+    """More speech heard before the next one (a start event may ask for another interval). Under
+    load it stretches: a session has one interim decode in flight at a time, and none while it
+    has finals waiting."""
+    partials_in_flight: Annotated[int, Meta(ge=1)] = 16
+    """Interim decodes in flight at once over all sessions; more wait for their next turn."""
+    early_final: bool = True
+    """Once the speaker has paused for `post_roll`, transcribe the utterance as it would end there,
+    before the pause is long enough to end it: when it does end there, its final is ready at once
+    (the same audio, so the same text); a partial marked `closing` carries it meanwhile."""
+    complete_silence: Duration = Duration(0.25)
+    """With `early_final`: a pause this long already ends the utterance when that early
+    transcript reads as a finished sentence (it ends in ? or !, and not in a word such as "the"
+    or "of"); otherwise `min_silence` does. Equal to min_silence: off."""
     partitions: Annotated[int, Meta(ge=1, le=256)] = 1
     """Sessions are split into this many partitions, shared among the running `voxbus stt`
     processes, each partition held by one at a time (a work stream copies the audio, once more,
@@ -219,6 +238,9 @@ class AssistantConfig(_Cfg):
     temperature: Annotated[float, Meta(ge=0.0, le=5.0)] = 0.7
     voice: str | None = None
     """TTS model id (or model:speaker) for replies; None: manager.defaults.tts."""
+    first_words: Annotated[int, Meta(ge=0, le=50)] = 5
+    """A reply's first piece goes to the TTS after this many words if no sentence or clause (of 4+
+    words, at a comma) has ended by then, so its first audio starts sooner; 0: whole clauses only."""
     session_idle: Duration = Duration(1800)
     """A conversation without a transcript for this long is forgotten (its history and timings; the
     manager's KV state for it expires after cache.idle_timeout)."""

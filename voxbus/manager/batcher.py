@@ -8,6 +8,8 @@ company, or when no request has arrived for `quiet_ms` (the burst is over: a lon
 a live session must not sit out the whole window). As many batches run at once as the model has
 workers; requests arriving meanwhile form the next one, so under load batches fill up by
 themselves. A request whose caller goes away before its batch forms is dropped from it.
+Interim requests (partials) wait behind every final: a batch of finals always forms first, so a
+partial never delays a final by more than a batch already running.
 
 Each waiting request holds the model through ModelPool.use(), so a model with requests in its
 batcher counts as busy and is never evicted.
@@ -49,6 +51,7 @@ class _Pending:
     key: tuple  # requests batch together only when they decode alike
     future: asyncio.Future
     ctx: Any = None  # its RequestContext (leaves the model's waiting list when the batch starts)
+    interim: bool = False  # a partial: batched after every final
     arrived: float = field(default_factory=time.monotonic)
 
 
@@ -70,13 +73,14 @@ class TranscribeBatcher:
             return False
         return len(audio) <= info.batch_max_seconds * info.sample_rate
 
-    async def submit(self, audio: np.ndarray, language: str | None, options: dict[str, Any], ctx=None) -> BatchOutcome:
+    async def submit(self, audio: np.ndarray, language: str | None, options: dict[str, Any], ctx=None, *,
+                     interim: bool = False) -> BatchOutcome:
         # Checked here, not in the batch: one request's bad audio must fail only that request.
         if audio.ndim != 1 or not len(audio) or not np.isfinite(audio).all():
             raise InvalidAudio("audio must be a non-empty, finite mono signal")
         opts = {**options, "pad_seconds": self.config.pad_seconds}
         key = (language, tuple(sorted(options.items())))
-        pending = _Pending(audio, language, opts, key, asyncio.get_running_loop().create_future(), ctx)
+        pending = _Pending(audio, language, opts, key, asyncio.get_running_loop().create_future(), ctx, interim=interim)
         unhook = ctx.on_cancel(lambda reason: self._drop(pending, reason)) if ctx is not None else (lambda: None)
         self._queue.append(pending)
         self._last_arrival = pending.arrived
@@ -97,8 +101,8 @@ class TranscribeBatcher:
         self._queue = [p for p in self._queue if not p.future.done()]  # callers that gave up
         if not self._queue:
             return [], 0.0
-        first = self._queue[0]
-        alike = [p for p in self._queue if p.key == first.key][:self.config.max_batch]
+        first = next((p for p in self._queue if not p.interim), self._queue[0])  # finals first
+        alike = [p for p in self._queue if p.key == first.key and p.interim == first.interim][:self.config.max_batch]
         now = time.monotonic()
         left = min(self.config.max_wait_ms / 1000 - (now - first.arrived),
                    self.config.quiet_ms / 1000 - (now - self._last_arrival))

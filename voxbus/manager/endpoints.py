@@ -99,7 +99,7 @@ class Endpoints:
         async with self.pool.use(slot, ctx) as s:  # held while waiting in the batcher too: never evicted
             batcher = self._batcher(s)
             if batcher.accepts(audio):
-                done = await batcher.submit(audio, req.language, options, ctx)
+                done = await batcher.submit(audio, req.language, options, ctx, interim=req.interim)
                 result, queue_ms, infer_ms, batch_size = done.result, done.queue_ms, done.infer_ms, done.batch_size
             else:
                 job = wp.Transcribe(job=0, audios=[audio.tobytes()], language=req.language, options=options)

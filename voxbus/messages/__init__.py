@@ -19,14 +19,14 @@ from voxbus.messages.model import (
     TranscribeRequest, UnloadModelRequest, Usage, WorkerInfo,
 )
 from voxbus.messages.status import ServiceStatus
-from voxbus.messages.text import ModelRef, ReplyChunk, SayRequest, Segment, Timings, Transcript, Word
+from voxbus.messages.text import ModelRef, PartialTranscript, ReplyChunk, SayRequest, Segment, Timings, Transcript, Word
 
 __all__ = [
     "AdminEvent", "AudioFormat", "AudioFrame", "CacheEvent", "ChatMessage", "ControlEvent",
     "ErrorReply", "GenerateCancel", "GenerateChunk", "GenerateDone", "GenerateEvent", "GenerateRequest",
     "GenerateTimings", "GpuStats", "Interrupt", "ListModelsReply", "ListModelsRequest",
     "LoadModelRequest", "LoadedModelStats", "META_HEADER", "ModelEvent", "ModelInfo",
-    "ModelMetrics", "ModelRef", "ModelReply", "ReplyChunk", "ResourceSnapshot", "RetentionWarning", "SAMPLE_WIDTH",
+    "ModelMetrics", "ModelRef", "ModelReply", "PartialTranscript", "ReplyChunk", "ResourceSnapshot", "RetentionWarning", "SAMPLE_WIDTH",
     "SampleType", "SamplingOptions", "SayRequest", "Segment", "ServiceStatus", "SessionEnd", "SessionError",
     "SessionStart", "SessionTranscribed", "SpeechChunk", "SynthesizeReply", "SynthesizeRequest", "Timings",
     "TranscribeReply", "TranscribeRequest", "Transcript", "UnloadModelRequest", "Usage", "Word", "WorkerInfo", "decode",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Annotated, Union
 
-from msgspec import Struct
+from msgspec import Meta, Struct
 
 from voxbus.messages.audio import AudioFormat, NonNegInt
 
@@ -27,6 +27,11 @@ class SessionStart(_Control, tag="start"):
     assistant: bool | None = None
     """Whether the assistant answers this session's transcripts; None: ``assistant.answer_by_default``
     (false as shipped: a transcription-only client gets transcripts and no replies)."""
+    partials: bool | None = None
+    """Whether the STT publishes interim transcripts of this session (PartialTranscript); None:
+    ``stt.partials``."""
+    partial_interval: Annotated[float, Meta(ge=0.1, le=60)] | None = None
+    """Seconds of speech between two interim transcripts; None: ``stt.partial_interval``."""
 
 
 class SessionEnd(_Control, tag="end"):

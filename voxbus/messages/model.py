@@ -39,6 +39,8 @@ class TranscribeRequest(_ModelRequest):
     """Word timings in the reply (`words`): one more pass of the decoder over the text."""
     session: str | None = None
     """For logs and batching stats only."""
+    interim: bool = False
+    """An interim hypothesis (a partial): batched after every waiting final, so it never delays one."""
     upload: str | None = None
     """Audio too large for one message (over the server's ``max_payload``) is put in the uploads
     Object Store bucket (``<PREFIX>_UPLOADS``) and named here; the payload is then empty. The

@@ -70,6 +70,33 @@ class Transcript(Struct, kw_only=True):
     last_seq: NonNegInt = 0
 
 
+class PartialTranscript(Struct, kw_only=True):
+    """An interim hypothesis of the utterance being spoken, on ``{p}.text.<sid>.partial``.
+
+    Published while the utterance is open, each covering all of its audio heard so far; the
+    utterance's Transcript (same `utterance` index) supersedes them. Not deduplicated: a partial
+    lost or repeated changes nothing, and none is published after its utterance's final."""
+
+    session: str
+    utterance: NonNegInt
+    """The index the utterance's final Transcript will have."""
+    revision: NonNegInt
+    """0, 1, 2...: this utterance's partials in the order they were made."""
+    text: str
+    """The whole hypothesis so far."""
+    stable: str = ""
+    """The leading words of `text` that no later partial of this utterance changes (two
+    hypotheses in a row agreed on them: local agreement). Never shorter than the previous one's."""
+    start: Seconds
+    """Start of the utterance in session time."""
+    end: Seconds
+    """End of the audio this hypothesis heard, in session time."""
+    closing: bool = False
+    """Made of exactly the audio the utterance's final will have if it ends here (the speaker
+    paused): what a client, or the assistant, may act on early."""
+    model: ModelRef | None = None
+
+
 class ReplyChunk(Struct, kw_only=True):
     """A piece of the assistant's streamed reply on ``{p}.text.<sid>.reply``."""
 
@@ -94,3 +121,6 @@ class SayRequest(Struct, kw_only=True):
     """Output format wanted; None: the voice's own."""
     final: bool = True
     """False while more text of the same turn will follow (streamed replies)."""
+    speak_now: bool = False
+    """Speak the turn's text so far at once, even mid-sentence (a reply's first words, so its
+    first audio starts before its first clause is complete)."""

@@ -4,6 +4,8 @@ Positions are sample indexes of one session's 16 kHz stream. The cutter opens an
 the first speech window, closes it after `min_silence` of silence (or cuts it at its quietest
 recent window once it reaches `max_utterance`), drops bursts shorter than `min_speech`, and
 pads each utterance with some pre- and post-roll so first and last words are not clipped.
+When the open utterance's text, as it would end now, reads as a finished sentence (the STT says
+so through `hint_complete`), a shorter `complete_silence` already closes it.
 """
 
 from __future__ import annotations
@@ -26,8 +28,17 @@ class CutterSettings:
     max_utterance_s: float = 15.0
     pre_roll_s: float = 0.2
     post_roll_s: float = 0.15
+    complete_silence_s: float | None = None  # None: min_silence_s (no shorter pause for a finished sentence)
     rate: int = 16000
     window: int = 512
+
+    @classmethod
+    def from_config(cls, st) -> "CutterSettings":
+        """From the `stt` section of the config (SttConfig)."""
+        return cls(threshold=st.vad_threshold, min_silence_s=float(st.min_silence), min_speech_s=float(st.min_speech),
+                   max_utterance_s=float(st.max_utterance), pre_roll_s=float(st.pre_roll),
+                   post_roll_s=float(st.post_roll),
+                   complete_silence_s=max(float(st.complete_silence), float(st.post_roll)) if st.early_final else None)
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,9 @@ class UtteranceCutter:
         self.max_len = round(settings.max_utterance_s * r)
         self.pre_roll = round(settings.pre_roll_s * r)
         self.post_roll = round(settings.post_roll_s * r)
+        early = settings.complete_silence_s
+        self.complete_silence = self.min_silence if early is None else min(round(early * r), self.min_silence)
+        self.complete_end: int | None = None  # the end at which the open utterance reads as finished
         self.neg_threshold = max(settings.threshold - NEG_MARGIN, 0.01)
         self.pos = 0  # end of the last window seen
         self.prev_end = 0  # end of the last emitted (or dropped) utterance: cuts never overlap
@@ -66,6 +80,8 @@ class UtteranceCutter:
 
     def push(self, probs: np.ndarray, first_window_start: int) -> list[Cut]:
         cuts: list[Cut] = []
+        if self.start is not None and self.silence >= self._silence_needed():  # a hint came between pushes
+            cuts += self._close(min(self.last_speech_end + self.post_roll, self.pos))
         w = self.s.window
         for i, p in enumerate(probs.tolist()):
             ws = first_window_start + i * w
@@ -84,7 +100,7 @@ class UtteranceCutter:
                 self.speech += w
             elif p < self.neg_threshold:
                 self.silence += w
-            if self.silence >= self.min_silence:
+            if self.silence >= self._silence_needed():
                 cuts += self._close(min(self.last_speech_end + self.post_roll, we))
             elif we - self.start >= self.max_len:
                 if self.silence:  # already in the pause after the speech: end it there
@@ -92,6 +108,24 @@ class UtteranceCutter:
                 else:
                     cuts += self._force_cut(we)
         return cuts
+
+    def would_end(self) -> Cut | None:
+        """The cut closing the open utterance would make now, once the speaker has paused for the
+        post-roll (the audio of its final, if it ends in this pause); else None."""
+        if self.start is None or not self.silence or self.speech < self.min_speech:
+            return None
+        end = self.last_speech_end + self.post_roll
+        return Cut(self.start, end) if self.pos >= end else None
+
+    def hint_complete(self, cut: Cut) -> None:
+        """The open utterance, ending as `cut`, reads as a finished sentence."""
+        if self.start == cut.start:
+            self.complete_end = cut.end
+
+    def _silence_needed(self) -> int:
+        if self.complete_end is not None and self.complete_end == self.last_speech_end + self.post_roll:
+            return self.complete_silence  # (speech since the hint moved last_speech_end: void)
+        return self.min_silence
 
     def finish(self) -> list[Cut]:
         """End of the session: close whatever is open at the last position seen."""
@@ -105,6 +139,7 @@ class UtteranceCutter:
         self.silence = 0
         self.speech = self.s.window
         self.recent = []
+        self.complete_end = None
 
     def _close(self, end: int) -> list[Cut]:
         assert self.start is not None
@@ -112,6 +147,7 @@ class UtteranceCutter:
         self.prev_end = max(self.prev_end, end)
         self.start = None
         self.recent = []
+        self.complete_end = None
         return [cut] if cut else []
 
     def _force_cut(self, now: int) -> list[Cut]:
@@ -126,4 +162,5 @@ class UtteranceCutter:
         self.speech = sum(self.s.window for _, p in tail if p >= self.s.threshold)
         self.silence = 0
         self.recent = tail
+        self.complete_end = None
         return [cut]

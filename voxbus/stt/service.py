@@ -1,14 +1,13 @@
 """The STT service: consumes every session's audio frames through a durable consumer, cuts
 utterances with a streaming VAD, asks the ModelManager to transcribe them (which batches them
-across sessions) and publishes one transcript per utterance.
+across sessions) and publishes one transcript per utterance, with interim ones while it is open.
 
-Delivery callbacks only queue messages; one loop drains the queue in batches, and a detection
-task runs the VAD over every session touched since its last pass in a worker thread, overlapping
-the intake, so under load a single VAD pass covers many frames of many sessions. Checking and
-feeding frames is intake.py's job; a session's transcriptions run in order in its own task
-(transcripts.py). A frame is acknowledged only when nothing needs it any more (see session.py);
-after a crash the consumer resumes at its ack floor (voxbus/consumers.py) and the last stored
-transcript of each session says where the service had got to.
+Delivery callbacks only queue messages; one loop drains them in batches, and a detection task
+runs the VAD over every session touched since its last pass in a worker thread, overlapping the
+intake. Checking and feeding frames is intake.py's job; a session's transcriptions run in order
+in its own task (transcripts.py); partials.py makes the interim ones. A frame is acknowledged
+only when nothing needs it any more (session.py); after a crash the consumer resumes at its ack
+floor (voxbus/consumers.py) and each session's last stored transcript says where it had got to.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from voxbus.messages.status import ServiceStatus
 from voxbus.stt.cutter import CutterSettings
 from voxbus.stt.intake import FrameIntake, SttStats
 from voxbus.stt.partition_consumers import PartitionConsumers
+from voxbus.stt.partials import PartialMaker
 from voxbus.stt.partitions import PartitionOwner
 from voxbus.stt.session import Phase, SessionState
 from voxbus.stt.transcripts import MODEL_FORMAT, StageHook, TranscriptWriter, ack
@@ -47,9 +47,9 @@ __all__ = ["MODEL_FORMAT", "SttService", "SttStats"]
 
 
 class SttService(BusService):
-    service_kind = "stt"
-
     """``async with SttService(bus) as stt: ...``"""
+
+    service_kind = "stt"
 
     def __init__(self, bus: Bus, models: ModelClient | None = None, on_stage: StageHook | None = None) -> None:
         """`on_stage(stage, session, **times)`, if given, is told when each step of the path happens
@@ -61,9 +61,7 @@ class SttService(BusService):
         self.js = bus.js
         self.subjects = bus.subjects
         st = self.cfg = bus.config.stt
-        self.settings = CutterSettings(
-            threshold=st.vad_threshold, min_silence_s=float(st.min_silence), min_speech_s=float(st.min_speech),
-            max_utterance_s=float(st.max_utterance), pre_roll_s=float(st.pre_roll), post_roll_s=float(st.post_roll))
+        self.settings = CutterSettings.from_config(st)
         self.models = models or ModelClient.from_bus(bus)
         self.stats = SttStats()
         self.intake: FrameIntake | None = None
@@ -78,6 +76,7 @@ class SttService(BusService):
         self.partitions: PartitionConsumers | None = None  # stt.partitions > 1: those this process holds
         self.owner: PartitionOwner | None = None
         self.vad: SileroVad | None = None
+        self.partials: PartialMaker | None = None
 
     @property
     def sessions(self) -> dict[str, SessionState]:
@@ -90,6 +89,9 @@ class SttService(BusService):
                                   min(float(self.cfg.reorder_wait), float(self.cfg.ack_wait) / 3))
         self.writer = TranscriptWriter(self.bus, self.models, self.cfg, self.intake, self.stats, lambda: self._stopping,
                                        self.on_stage)
+        self.partials = PartialMaker(self.bus, self.models, self.cfg, self.intake.sessions, self._touch,
+                                     lambda: self.writer.in_flight)
+        self.writer.early = self.partials.early_reply
         self._tasks = [self._supervised("stt-intake", self._run),
                        self._supervised("stt-detect", self._detector),
                        self._supervised("stt-housekeeping", self._housekeeping)]
@@ -137,6 +139,7 @@ class SttService(BusService):
             await self._end_tasks([t for t in self._tasks if t.get_name() == "stt-partitions"])
             await self.partitions.stop_binding()
         await self._unsubscribe()
+        self.partials.forget_all()
         await self._end_tasks([s.worker for s in self.sessions.values()], grace)
         await self._end_tasks(self._tasks)
         if self.owner is not None:
@@ -151,18 +154,17 @@ class SttService(BusService):
             lag_ms=round(1000 * lag[len(lag) // 2], 1) if lag else None,
             lag_max_ms=round(1000 * lag[-1], 1) if lag else None,
             counters={"frames": st.frames, "rejected": st.rejected, "gaps": st.gaps, "utterances": st.utterances,
-                      "sessions_done": st.sessions_done},
+                      "sessions_done": st.sessions_done, "partials": self.partials.published if self.partials else 0,
+                      "early_finals": self.partials.early_used if self.partials else 0},
             partitions=sorted(self.partitions.bound) if self.partitions is not None else None)
 
-    # -- delivery ---------------------------------------------------------------------------------
     async def _on_frame(self, msg: Msg) -> None:
         if self.on_stage is not None:
             self.on_stage("frame", None, at=time.time(), headers=msg.headers)
         self._frames.append(msg)
         self._wake.set()
 
-    async def _on_work(self, msg: Msg) -> None:
-        """A partition's consumer carries both frames and end events."""
+    async def _on_work(self, msg: Msg) -> None:  # (a partition's consumer carries frames and end events)
         if self.subjects.stt_work_kind(msg.subject)[0] == "end":
             await self._on_end(msg)
         else:
@@ -173,6 +175,10 @@ class SttService(BusService):
             self.on_stage("end", self.subjects.session_from(msg.subject), at=time.time())
         self._ends.append(msg)
         self._wake.set()
+
+    def _touch(self, sid: str) -> None:
+        self._dirty.add(sid)
+        self._detect_wake.set()
 
     async def _run(self) -> None:
         """Frame intake. It never waits for the VAD: a detection pass runs in a worker thread while
@@ -221,11 +227,8 @@ class SttService(BusService):
 
     # -- speech detection and utterances ----------------------------------------------------------
     async def _detect(self, sessions: list[SessionState]) -> None:
-        work = []
-        for s in sessions:
-            final = s.complete and s.phase < Phase.FLUSHED
-            position, audio = s.vad_input(final)
-            work.append((s, final, position, audio))
+        finals = [s.complete and s.phase < Phase.FLUSHED for s in sessions]
+        work = [(s, final, *s.vad_input(final)) for s, final in zip(sessions, finals)]
         try:
             probs = await asyncio.to_thread(
                 lambda: [s.vad.probabilities(audio) if len(audio) else audio for s, _, _, audio in work])
@@ -241,6 +244,7 @@ class SttService(BusService):
                     s.advance(Phase.FLUSHED)
                 s.pending.extend(s.to_utterances(cuts))
                 self.writer.start(s)
+                self.partials.consider(s)
                 await ack(s.settled())
                 await self.writer.finish_if_done(s)
             except Exception:  # this session's problem only; a later pass tries it again

@@ -98,6 +98,7 @@ class SessionState:
         self.partition: int | None = None  # the STT work stream partition the session's frames come in
         self.released = False  # its partition moved to another process: this one publishes nothing more of it
         self.recovered: set[int] = set()  # stream seqs read from the stream for a lost delivery
+        self.partials = None  # its interim transcripts' state (partials.py), once it has spoken
 
     # -- audio in -------------------------------------------------------------------------------
     def late_reason(self, seq: int, stored_at: Callable[[], float]) -> str:
@@ -193,7 +194,7 @@ class SessionState:
         return self.vad_pos, self.slice(self.vad_pos, self.vad_pos + n)
 
     def apply(self, position: int, probs: np.ndarray, final: bool = False) -> list[Cut]:
-        cuts = self.cutter.push(probs, position) if len(probs) else []
+        cuts = self.cutter.push(probs, position)
         self.vad_pos = position + len(probs) * WINDOW
         if final:
             cuts += self.cutter.finish()

@@ -11,6 +11,7 @@ session and the utterance is given up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Callable
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 MODEL_FORMAT = AudioFormat(rate=RATE, channels=1, sample="f32le")
 StageHook = Callable[..., None]
 """on_stage(stage, session, **times): told when a step of the STT path happens (SttService)."""
+EarlyLookup = Callable[[SessionState, int, int], "asyncio.Future | None"]
+"""(session, start, end) -> the early decode of exactly that audio, if one was made."""
 FOREVER = {"attempts": None, "timeout": None, "wait_initial": 0.2, "wait_max": 5.0}
 
 
@@ -49,6 +52,8 @@ class TranscriptWriter:
         self.stats = stats
         self.stopping = stopping
         self.on_stage = on_stage
+        self.early: EarlyLookup | None = None
+        self.in_flight = 0  # utterances being transcribed now (interim decodes wait while any is)
 
     def start(self, s: SessionState) -> None:
         """Make sure the session's utterances are being worked through."""
@@ -90,6 +95,19 @@ class TranscriptWriter:
         return exc.retry_after or True  # an overloaded manager says when
 
     async def _transcribe(self, s: SessionState, u: Utterance):
+        self.in_flight += 1
+        try:
+            return await self._transcribe_once(s, u)
+        finally:
+            self.in_flight -= 1
+
+    async def _transcribe_once(self, s: SessionState, u: Utterance):
+        early = self.early(s, u.start, u.end) if self.early is not None else None
+        if early is not None:  # decoded from this very audio while the pause went on (partials.py)
+            with contextlib.suppress(Exception):
+                reply = await early
+                if reply is not None:
+                    return reply
         try:
             async for attempt in stamina.retry_context(on=self._retry_model_error, **FOREVER):
                 with attempt:

@@ -127,7 +127,7 @@ class TtsService(BusService):
             return
         voice, fmt = req.voice or s.voice, req.format or s.output
         splitter = s.splitters.setdefault(req.turn, SentenceSplitter())
-        pieces = splitter.feed(req.text) + (splitter.flush() if req.final else [])
+        pieces = splitter.feed(req.text) + (splitter.flush() if req.final or req.speak_now else [])
         if req.final:
             s.splitters.pop(req.turn, None)
             pieces = pieces or [""]  # still send the turn's final marker

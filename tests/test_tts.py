@@ -13,8 +13,8 @@ from tests.helpers import embedded_config, make_config, run_voxbus, running_mana
 from voxbus.assistant import Assistant
 from voxbus.client import ModelClient
 from voxbus.messages import (
-    AudioFormat, GenerateChunk, GenerateDone, Interrupt, ReplyChunk, SayRequest, SessionStart, SpeechChunk,
-    Transcript, codec,
+    AudioFormat, GenerateChunk, GenerateDone, Interrupt, PartialTranscript, ReplyChunk, SayRequest, SessionStart,
+    SpeechChunk, Transcript, codec,
 )
 from voxbus.server import NatsServer
 from voxbus.tts import TtsService
@@ -237,3 +237,68 @@ async def test_a_deleted_tts_or_assistant_consumer_is_created_again_where_it_was
     kept = [k for service in (tts, assistant) for k in service._subs if hasattr(k, "rebound")]
     assert sorted(k.durable for k in kept if k.rebound == 1) == ["vox-assistant", "vox-tts"]
     assert sum(1 for _, c, _ in got if c.text) == 1
+
+
+async def test_a_held_turn_is_spoken_only_once_released_and_a_discarded_one_never(stack):
+    """SayRequest.held: the TTS synthesizes and keeps the audio; `release` publishes it at once,
+    in order before the rest of the turn; `discard` drops it and the turn number is used again."""
+    _, bus, client, _, _ = stack
+    tts = TTS[0]
+    got, sub = await collect_chunks(bus, "held-1")
+    say = lambda sid, **kw: bus.js.publish(bus.subjects.say(sid), codec.encode(SayRequest(**kw)))  # noqa: E731
+    await say("held-1", text="Hello there, this part waits", turn=0, held=True, final=False, speak_now=True)
+    await until(lambda: "held-1" in tts.sessions and tts.sessions["held-1"].held_audio.get(0), 60, "the held audio")
+    await asyncio.sleep(0.3)
+    assert not got, "held audio was published"
+    await say("held-1", text="", turn=0, final=False, settle="release")
+    await say("held-1", text="and then the rest is spoken.", turn=0, final=True)
+    await until(lambda: any(c.final for _, c, _ in got), 60, "the turn's end")
+    texts = [c.text for _, c, _ in got if c.text]
+    assert texts == ["Hello there, this part waits", "and then the rest is spoken."], texts
+    assert [c.seq for _, c, _ in got] == list(range(len(got)))
+    await sub.unsubscribe()
+
+    got, sub = await collect_chunks(bus, "held-2")
+    await say("held-2", text="Words nobody should hear", turn=0, held=True, final=False, speak_now=True)
+    await until(lambda: "held-2" in tts.sessions and tts.sessions["held-2"].held_audio.get(0), 60, "the held audio")
+    await say("held-2", text="", turn=0, final=False, settle="discard")
+    await say("held-2", text="Something else entirely.", turn=0, final=True)
+    await until(lambda: any(c.final for _, c, _ in got), 60, "the turn's end")
+    assert [c.text for _, c, _ in got if c.text] == ["Something else entirely."]
+    assert not tts.sessions["held-2"].held_audio
+    await sub.unsubscribe()
+
+
+async def test_the_assistant_starts_on_a_closing_partial_and_adopts_or_drops_it(stack):
+    """A closing partial (the STT's early final) starts the reply; the final saying the same
+    adopts it (its held first audio released), a final saying more drops it (the held audio
+    discarded, the reply made anew): either way one reply per turn, each spoken once."""
+    _, bus, client, assistant, _ = stack
+    for sid, early, final in (("spec-1", "What color is the sky?", "What color is the sky?"),
+                              ("spec-2", "What color is", "What color is the grass in spring?")):
+        before = dict(assistant.speculated)
+        replies: list[ReplyChunk] = []
+
+        async def on_reply(msg):
+            replies.append(codec.decode(msg.data, ReplyChunk))
+
+        got, sub = await collect_chunks(bus, sid)
+        rsub = await bus.nc.subscribe(bus.subjects.reply(sid), cb=on_reply)
+        await bus.js.publish(bus.subjects.control(sid, "start"), codec.encode(SessionStart(session=sid, assistant=True)))
+        await bus.nc.publish(bus.subjects.partial(sid), codec.encode(PartialTranscript(
+            session=sid, utterance=0, revision=3, text=early, start=0.0, end=1.0, closing=True)))
+        await until(lambda: sid in assistant.speculations and assistant.speculations[sid].pieces_said, 60,
+                    "the early reply's first piece")
+        assert not replies and not got, "an early reply went out before its final"
+        t = Transcript(session=sid, utterance=0, text=final, start=0.0, end=1.0)
+        await bus.js.publish(bus.subjects.transcript(sid), codec.encode(t), headers={"Nats-Msg-Id": f"{sid}:0"})
+        await until(lambda: any(c.final for _, c, _ in got) and any(r.final for r in replies), 60, "the spoken reply")
+        await sub.unsubscribe()
+        await rsub.unsubscribe()
+        kind = "adopted" if early == final else "discarded"
+        assert assistant.speculated[kind] == before[kind] + 1, assistant.speculated
+        assert [r.index for r in replies] == list(range(len(replies))) and sum(r.final for r in replies) == 1
+        assert [c.seq for _, c, _ in got] == list(range(len(got))) and sum(c.final for _, c, _ in got) == 1
+        assert {c.turn for _, c, _ in got} == {0} and not TTS[0].sessions[sid].held_audio
+        spoken = " ".join(c.text for _, c, _ in got if c.text)
+        assert wer("".join(r.text for r in replies), spoken) == 0, (spoken, replies)

@@ -26,7 +26,8 @@ from voxbus.errors import ModelError, ProtocolError
 from voxbus.messages import codec
 from voxbus.messages.control import SessionStart
 from voxbus.messages.model import GenerateChunk, GenerateDone
-from voxbus.messages.text import ReplyChunk, SayRequest, Transcript
+from voxbus.messages.text import PartialTranscript, ReplyChunk, SayRequest, Transcript
+from voxbus.assistant.speculation import Speculation
 from voxbus.sentences import SentenceSplitter
 from voxbus.service_base import BusService
 from voxbus.session_errors import report_session_error
@@ -64,6 +65,8 @@ class Assistant(BusService):
         self.conversations: dict[str, _Conversation] = {}
         self.times: dict[tuple[str, int], TurnTimes] = {}  # for latency reports (voxbus demo)
         self.silent: OrderedDict[str, None] = OrderedDict()  # sessions that did not ask for answers
+        self.speculations: dict[str, Speculation] = {}  # session -> its reply started early
+        self.speculated = {"adopted": 0, "discarded": 0}
         self._pruner: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -72,6 +75,8 @@ class Assistant(BusService):
             filter_subject=self.subjects.all_transcripts(), cb=self._on_transcript,
             ack_wait=float(self.cfg.consumer.ack_wait), max_ack_pending=self.cfg.consumer.max_ack_pending,
             start_new=True)
+        if self.cfg.speculate:
+            self._subs.append(await self.bus.nc.subscribe(self.subjects.all_partials(), cb=self._on_partial))
         self._pruner = self._supervised("assistant-prune", self._prune_idle)
         await self._announce(self.bus, "voxbus assistant: answers transcripts through the LLM")
         log.info("assistant answering %s", self.subjects.all_transcripts())
@@ -94,13 +99,45 @@ class Assistant(BusService):
         if conv is None and (t.session in self.silent or not await self._wanted(t.session)):
             await msg.ack()
             return
-        if conv is None:
-            conv = self.conversations[t.session] = _Conversation(
-                messages=[{"role": "system", "content": self.cfg.system_prompt}])
+        conv = conv or self._conversation(t.session)
         conv.last = time.monotonic()
         conv.queue.put_nowait((t, msg, conv.last))
         if conv.worker is None or conv.worker.done():
             conv.worker = asyncio.create_task(self._answer_all(t.session, conv), name=f"assistant-{t.session}")
+
+    def _conversation(self, sid: str) -> _Conversation:
+        conv = self.conversations[sid] = _Conversation(messages=[{"role": "system", "content": self.cfg.system_prompt}])
+        return conv
+
+    async def _on_partial(self, msg: Msg) -> None:
+        """A closing partial (the speaker paused) of an idle conversation: start its reply early."""
+        try:
+            p = codec.decode(msg.data, PartialTranscript)
+        except ProtocolError:
+            return
+        sid, conv = p.session, self.conversations.get(p.session)
+        if not p.closing or not p.text.strip() or (conv is None and (sid in self.silent or not await self._wanted(sid))):
+            return
+        conv = conv or self.conversations.get(sid) or self._conversation(sid)
+        old = self.speculations.get(sid)
+        if (old is not None and old.matches(p.utterance, p.text)) or not conv.queue.empty() or \
+                (conv.worker is not None and not conv.worker.done()):
+            return  # (a turn under way: the reply to this one must follow it, not race it)
+        if old is not None:
+            await self._drop(sid, old)
+        turn = conv.turn
+        generate = self.models.generate(
+            messages=[*conv.messages, {"role": "user", "content": p.text}], conversation=sid, session=sid,
+            model=self.cfg.model, max_tokens=self.cfg.max_tokens, temperature=self.cfg.temperature)
+        self.speculations[sid] = Speculation(
+            p.utterance, p.text, turn, generate, SentenceSplitter(first_words=self.cfg.first_words),
+            lambda text: self._say(sid, turn, text + " ", final=False, now=True, held=True))
+
+    async def _drop(self, sid: str, spec: Speculation) -> None:
+        spec.cancel()
+        self.speculated["discarded"] += 1
+        if spec.pieces_said:
+            await self._say(sid, spec.turn, "", final=False, settle="discard")
 
     async def _prune_idle(self) -> None:
         """Forget conversations idle past `assistant.session_idle`: a long-running assistant keeps
@@ -136,15 +173,16 @@ class Assistant(BusService):
         while not conv.queue.empty():
             t, msg, arrived = conv.queue.get_nowait()
             try:
-                await self.answer(sid, conv, t.text, arrived)
+                await self.answer(sid, conv, t.text, arrived, t.utterance)
             except ModelError as exc:
                 await self._error(sid, exc.code, f"no reply to {t.text[:40]!r}: {exc.message}")
             except Exception:
                 log.exception("session %s: answering failed", sid)
             await msg.ack()
 
-    async def answer(self, sid: str, conv: _Conversation, text: str, arrived: float) -> str:
-        """One turn: stream the reply to the reply subject and, sentence by sentence, to TTS."""
+    async def answer(self, sid: str, conv: _Conversation, text: str, arrived: float, utterance: int | None = None) -> str:
+        """One turn: stream the reply to the reply subject and, sentence by sentence, to TTS
+        (adopting the reply started early to the same text, if there is one: speculation.py)."""
         turn = conv.turn
         conv.turn += 1
         times = self.times[sid, turn] = TurnTimes(transcript_at=arrived)
@@ -153,15 +191,30 @@ class Assistant(BusService):
         said: list[str] = []
         index = 0
         final_text = ""
-        async for event in self.models.generate(messages=conv.messages, conversation=sid, session=sid,
-                                                model=self.cfg.model, max_tokens=self.cfg.max_tokens,
-                                                temperature=self.cfg.temperature):
+        spec = self.speculations.pop(sid, None)
+        skip = 0  # pieces the early reply already sent to the TTS
+        if spec is not None and spec.turn == turn and spec.matches(utterance, text):
+            self.speculated["adopted"] += 1
+            async with spec.saying:  # (its held piece stored first: a release must come after it)
+                skip = spec.pieces_said
+            if skip:
+                await self._say(sid, turn, "", final=False, settle="release")
+            events = spec.events()
+        else:
+            if spec is not None:
+                await self._drop(sid, spec)
+            events = self.models.generate(messages=conv.messages, conversation=sid, session=sid, model=self.cfg.model,
+                                          max_tokens=self.cfg.max_tokens, temperature=self.cfg.temperature)
+        async for event in events:
             if isinstance(event, GenerateChunk):
                 times.first_token_at = times.first_token_at or time.monotonic()
                 await self._publish_reply(sid, turn, index, event.text, False)
                 index += 1
                 said.append(event.text)
                 for sentence in splitter.feed(event.text):
+                    if skip:
+                        skip -= 1
+                        continue
                     # The trailing space tells the TTS splitter the sentence is complete; the first
                     # piece may be a reply's first words only, to be spoken at once all the same.
                     await self._say(sid, turn, sentence + " ", final=False, now=splitter.emitted == 1)
@@ -180,8 +233,10 @@ class Assistant(BusService):
         chunk = ReplyChunk(session=sid, turn=turn, index=index, text=text, final=final)
         await self.bus.nc.publish(self.subjects.reply(sid), codec.encode(chunk))
 
-    async def _say(self, sid: str, turn: int, text: str, final: bool, now: bool = False) -> None:
-        req = SayRequest(text=text, turn=turn, voice=self.cfg.voice, final=final, speak_now=now)
+    async def _say(self, sid: str, turn: int, text: str, final: bool, now: bool = False, held: bool = False,
+                   settle: str | None = None) -> None:
+        req = SayRequest(text=text, turn=turn, voice=self.cfg.voice, final=final, speak_now=now, held=held,
+                         settle=settle)
         await self.bus.store(self.subjects.say(sid), codec.encode(req))
 
     async def _error(self, sid: str, code: str, message: str) -> None:

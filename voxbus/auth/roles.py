@@ -75,7 +75,7 @@ def permissions(role: str, s: Subjects, public_key: str) -> dict:
                 *own_consumers(s.stream("text"), s.consumer("tts"))]
         responses = {"max": 1}
     elif role == "assistant":
-        sub += [s.status("assistant"), s.all_micro()]
+        sub += [s.status("assistant"), s.all_micro(), s.all_partials()]
         pub += [s.all_replies(), s.all_say(), s.all_control("error"), s.admin("retention"),
                 s.model("llm", "generate"), s.model_at_any("llm", "generate"), s.model("llm", "cancel"),
                 *js_read(s.stream("text")),

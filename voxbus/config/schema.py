@@ -238,6 +238,10 @@ class AssistantConfig(_Cfg):
     temperature: Annotated[float, Meta(ge=0.0, le=5.0)] = 0.7
     voice: str | None = None
     """TTS model id (or model:speaker) for replies; None: manager.defaults.tts."""
+    speculate: bool = True
+    """Start the reply when the STT's early final comes (a `closing` partial: the speaker paused),
+    holding back its tokens and its first audio until the final says the same (then both go out
+    at once), else cancelling it. Costs the generations of turns that went on after a pause."""
     first_words: Annotated[int, Meta(ge=0, le=50)] = 5
     """A reply's first piece goes to the TTS after this many words if no sentence or clause (of 4+
     words, at a comma) has ended by then, so its first audio starts sooner; 0: whole clauses only."""

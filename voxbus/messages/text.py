@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -124,3 +124,9 @@ class SayRequest(Struct, kw_only=True):
     speak_now: bool = False
     """Speak the turn's text so far at once, even mid-sentence (a reply's first words, so its
     first audio starts before its first clause is complete)."""
+    held: bool = False
+    """A reply started before its turn was sure (the assistant speculating): synthesize this
+    turn's text from here on, but publish its audio only once a `release` comes."""
+    settle: Literal["release", "discard"] | None = None
+    """For a held turn: `release` publishes its held audio at once and speaks the rest of it as
+    usual; `discard` drops it, and the turn number may be used again."""

@@ -6,6 +6,8 @@ start event) through a durable consumer, cuts the text into sentences as
 it arrives, asks the ModelManager to synthesize each in the format the request names (the manager
 resamples and converts), and publishes SpeechChunks to ``{p}.audio.<sid>.out`` with a final
 marker per turn. An interrupt on the session drops its queued text and stops its audio at once.
+A held turn (a reply the assistant started before the turn was sure) is synthesized but kept
+here until the assistant releases it (published at once) or discards it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+import msgspec
 import nats.errors
 from nats.aio.msg import Msg
 
@@ -43,6 +46,8 @@ class _Piece:
     voice: str | None
     format: AudioFormat | None
     final: bool  # the last piece of its turn
+    held: bool = False  # synthesized into the turn's held audio, not published (SayRequest.held)
+    release: bool = False  # a marker: publish the turn's held audio now
 
 
 @dataclass
@@ -55,6 +60,9 @@ class _Session:
     worker: asyncio.Task | None = None
     voice: str | None = None  # the session's own choices, from its start event
     output: AudioFormat | None = None
+    holding: set[int] = field(default_factory=set)  # turns whose audio is held until released
+    held_audio: dict[int, list[tuple[SpeechChunk, bytes]]] = field(default_factory=dict)
+    hold_epoch: dict[int, int] = field(default_factory=dict)  # bumped by a discard of that turn
 
 
 class TtsService(BusService):
@@ -125,6 +133,15 @@ class TtsService(BusService):
             await self._error(sid, "unavailable", f"the session's stored state could not be read ({exc!r}); this "
                               f"text is not spoken")
             return
+        if req.settle == "discard":
+            self._discard(s, req.turn)
+            return
+        if req.settle == "release":
+            s.holding.discard(req.turn)
+            s.queue.put_nowait(_Piece("", req.turn, None, None, False, release=True))
+        if req.held:
+            s.holding.add(req.turn)
+        held = req.turn in s.holding
         voice, fmt = req.voice or s.voice, req.format or s.output
         splitter = s.splitters.setdefault(req.turn, SentenceSplitter())
         pieces = splitter.feed(req.text) + (splitter.flush() if req.final or req.speak_now else [])
@@ -132,7 +149,17 @@ class TtsService(BusService):
             s.splitters.pop(req.turn, None)
             pieces = pieces or [""]  # still send the turn's final marker
         for i, text in enumerate(pieces):
-            s.queue.put_nowait(_Piece(text, req.turn, voice, fmt, req.final and i == len(pieces) - 1))
+            s.queue.put_nowait(_Piece(text, req.turn, voice, fmt, req.final and i == len(pieces) - 1, held=held))
+
+    def _discard(self, s: _Session, turn: int) -> None:
+        """A held turn that will not be: its audio, its queued text and its splitter go."""
+        s.holding.discard(turn)
+        s.held_audio.pop(turn, None)
+        s.splitters.pop(turn, None)
+        s.hold_epoch[turn] = s.hold_epoch.get(turn, 0) + 1
+        keep = [p for p in (s.queue.get_nowait() for _ in range(s.queue.qsize())) if not (p.turn == turn and p.held)]
+        for p in keep:
+            s.queue.put_nowait(p)
 
     async def _on_interrupt(self, msg: Msg) -> None:
         sid = self.subjects.session_from(msg.subject)
@@ -141,6 +168,8 @@ class TtsService(BusService):
             return
         s.epoch += 1
         s.splitters.clear()
+        s.holding.clear()
+        s.held_audio.clear()
         dropped = 0
         while not s.queue.empty():
             s.queue.get_nowait()
@@ -161,6 +190,9 @@ class TtsService(BusService):
                     return
                 continue
             epoch = s.epoch
+            if piece.release:
+                await self._release(s, piece.turn)
+                continue
             try:
                 if piece.text:
                     await self._synthesize(s, piece, epoch)
@@ -170,9 +202,12 @@ class TtsService(BusService):
                 log.exception("session %s: speaking failed", s.sid)
             # The turn's end is marked even when a sentence failed: a listener must not wait forever.
             if piece.final and epoch == s.epoch:
+                end = SpeechChunk(format=piece.format or AudioFormat(), seq=s.seq, turn=piece.turn, final=True)
+                if piece.held:
+                    s.held_audio.setdefault(piece.turn, []).append((end, b""))
+                    continue
                 try:
-                    await self._publish(s, SpeechChunk(format=piece.format or AudioFormat(), seq=s.seq,
-                                                       turn=piece.turn, final=True), b"")
+                    await self._publish(s, end, b"")
                 except Exception:
                     log.exception("session %s: marking the end of turn %d failed", s.sid, piece.turn)
 
@@ -181,16 +216,30 @@ class TtsService(BusService):
         text = speakable(piece.text)
         if not text.strip():
             return
+        hold_epoch = s.hold_epoch.get(piece.turn, 0)
         pcm, meta = await self.models.synthesize(text, model=model or None, voice=speaker or None,
                                                  format=piece.format)
         if epoch != s.epoch:
             return  # interrupted while synthesizing: this audio is never published
         step = frame_bytes(meta.format, CHUNK_S * 1000)
+        if piece.held:
+            if hold_epoch == s.hold_epoch.get(piece.turn, 0):  # (not discarded meanwhile)
+                s.held_audio.setdefault(piece.turn, []).extend(
+                    (SpeechChunk(format=meta.format, seq=0, turn=piece.turn, text=piece.text if i == 0 else ""),
+                     pcm[i:i + step]) for i in range(0, len(pcm), step))
+            return
         for i in range(0, len(pcm), step):
             if epoch != s.epoch:
                 return
             await self._publish(s, SpeechChunk(format=meta.format, seq=s.seq, turn=piece.turn,
                                                text=piece.text if i == 0 else ""), pcm[i:i + step])
+
+    async def _release(self, s: _Session, turn: int) -> None:
+        epoch = s.epoch
+        for chunk, pcm in s.held_audio.pop(turn, []):
+            if epoch != s.epoch:
+                return
+            await self._publish(s, msgspec.structs.replace(chunk, seq=s.seq), pcm)
 
     async def _publish(self, s: _Session, chunk: SpeechChunk, pcm: bytes) -> None:
         s.seq += 1

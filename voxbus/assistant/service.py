@@ -195,8 +195,7 @@ class Assistant(BusService):
         skip = 0  # pieces the early reply already sent to the TTS
         if spec is not None and spec.turn == turn and spec.matches(utterance, text):
             self.speculated["adopted"] += 1
-            async with spec.saying:  # (its held piece stored first: a release must come after it)
-                skip = spec.pieces_said
+            skip = await spec.adopt()
             if skip:
                 await self._say(sid, turn, "", final=False, settle="release")
             events = spec.events()

@@ -30,6 +30,7 @@ class Speculation:
         self.turn = turn  # the conversation's next turn: the one the final will be
         self.pieces_said = 0  # pieces of the reply sent to the TTS as held (0 or 1)
         self.saying = asyncio.Lock()  # held while that piece is being stored: a release waits for it
+        self.adopted = False
         self._queue: asyncio.Queue = asyncio.Queue()
         self._task = asyncio.create_task(self._run(generate, splitter, say_held), name="assistant-speculation")
 
@@ -38,12 +39,13 @@ class Speculation:
         try:
             async for event in generate:
                 self._queue.put_nowait(event)
-                if isinstance(event, GenerateChunk) and not self.pieces_said:
+                if isinstance(event, GenerateChunk) and not self.pieces_said and not self.adopted:
                     pieces = splitter.feed(event.text)
                     if pieces:
                         async with self.saying:
-                            self.pieces_said = 1
-                            await say_held(pieces[0])
+                            if not self.adopted:  # (once adopted, the reply says every piece itself)
+                                self.pieces_said = 1
+                                await say_held(pieces[0])
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # raised again to whoever adopts it
@@ -55,6 +57,13 @@ class Speculation:
     def matches(self, utterance: int | None, text: str) -> bool:
         """The final says exactly this (the early final is the same decode of the same audio)."""
         return utterance == self.utterance and text.strip() == self.text.strip() and not self._task.cancelled()
+
+    async def adopt(self) -> int:
+        """The final said the same: from now on the reply is said by its adopter. Returns how many
+        pieces were already sent held (to be released, and skipped by the adopter)."""
+        async with self.saying:  # (a held piece being stored goes first: the release must follow it)
+            self.adopted = True
+            return self.pieces_said
 
     async def events(self) -> AsyncIterator:
         while (event := await self._queue.get()) is not None:

@@ -46,6 +46,7 @@ def subjects_section() -> str:
     rows = [(S.audio_in(SID), "client (audio source)", "raw PCM", f"`Vox-Meta`: AudioFrame; `Nats-Msg-Id: {SID}:f<seq>` from voxbus's publisher"),
             (S.audio_out(SID), "TTS service", "raw PCM", "`Vox-Meta`: SpeechChunk"),
             (S.transcript(SID), "STT service", "Transcript", f"`Nats-Msg-Id: {SID}:<utterance>`"),
+            (S.partial(SID), "STT service", "PartialTranscript", ""),
             (S.reply(SID), "LLM service", "ReplyChunk", ""),
             (S.say(SID), "any client, or the LLM service", "SayRequest", "")]
     producers = {"start": "client (audio source)", "end": "client (audio source)", "interrupt": "client or any service",

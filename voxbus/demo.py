@@ -19,7 +19,7 @@ import numpy as np
 from voxbus.audio import frame_bytes, pcm_to_float, to_mono
 from voxbus.client import ModelClient
 from voxbus.ingest import SessionPublisher
-from voxbus.messages import AudioFormat, ReplyChunk, Transcript, codec
+from voxbus.messages import AudioFormat, PartialTranscript, ReplyChunk, Transcript, codec
 from voxbus.pipeline import Pipeline
 from voxbus.tts.collect import SpeechCollector, SpeechTurn
 
@@ -53,6 +53,8 @@ async def voice_turn(pipe: Pipeline, question: str, wav_out: Path | None, *, ech
 
     async def on_partial(msg) -> None:
         marks.setdefault("first partial", time.monotonic())
+        if codec.decode(msg.data, PartialTranscript).closing:
+            marks.setdefault("early final", time.monotonic())
 
     async def on_transcript(msg) -> None:
         t = codec.decode(msg.data, Transcript)

@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 def latency_table(res: LoopResult) -> Table:
     from voxbus.cli.console import add_row, table
 
-    names = {"first partial": "STT first interim transcript", "transcript": "STT (transcript published)",
+    names = {"first partial": "STT first interim transcript", "early final": "STT early final (closing partial)",
+             "transcript": "STT (transcript published)",
              "llm first token": "LLM first token", "llm done": "LLM done", "first audio chunk": "first audio chunk"}
     out = table(("stage (after the end of the question; < 0: while speaking)", "ms"), right=("ms",))
     for k, v in res.stages.items():

@@ -41,16 +41,23 @@ def read_audio(path: str | Path) -> tuple[bytes, AudioFormat]:
     path = Path(path)
     if not path.is_file():
         raise AudioFileError(f"{path}: no such file")
+    return decode_audio(str(path), str(path))
+
+
+def decode_audio(source, name: str) -> tuple[bytes, AudioFormat]:
+    """A file path or a binary file object (an upload: io.BytesIO) -> (PCM bytes, format)."""
     try:
-        info = sf.info(str(path))
+        info = sf.info(source)
+        if hasattr(source, "seek"):
+            source.seek(0)
         dtype, sample = _SUBTYPES.get(info.subtype, ("int16", "s16le"))
-        data, rate = sf.read(str(path), dtype=dtype, always_2d=True)
+        data, rate = sf.read(source, dtype=dtype, always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioFileError(f"{path}: cannot decode audio ({exc})") from None
+        raise AudioFileError(f"{name}: cannot decode audio ({exc})") from None
     if len(data) == 0:
-        raise AudioFileError(f"{path}: the file holds no audio")
+        raise AudioFileError(f"{name}: the file holds no audio")
     if data.shape[1] > 8:
-        raise AudioFileError(f"{path}: {data.shape[1]} channels; voxbus takes at most 8")
+        raise AudioFileError(f"{name}: {data.shape[1]} channels; voxbus takes at most 8")
     return np.ascontiguousarray(data).astype(data.dtype.newbyteorder("<")).tobytes(), \
         AudioFormat(rate=int(rate), channels=data.shape[1], sample=sample)
 

@@ -65,17 +65,22 @@ def load_jobs(paths: list[str]) -> list[FileJob]:
 
 
 async def transcribe_jobs(bus: Bus, jobs: list[FileJob], *, realtime: bool = False,
-                          on_progress: Callable[[], None] | None = None) -> list[FileJob]:
+                          on_progress: Callable[[], None] | None = None,
+                          on_transcript: Callable[[FileJob, Transcript], None] | None = None) -> list[FileJob]:
+    """Publish each job as a session and wait for all its transcripts; `on_transcript(job, t)` is
+    told of each as it comes (the HTTP gateway streams them)."""
     by_session = {j.session: j for j in jobs}
     subjects = bus.subjects
 
     def job_of(msg: Msg) -> FileJob | None:
         return by_session.get(subjects.session_from(msg.subject))
 
-    async def on_transcript(msg: Msg) -> None:
+    async def on_transcript_msg(msg: Msg) -> None:
         if (job := job_of(msg)) is not None:
             t = codec.decode(msg.data, Transcript)
             job.transcripts[t.utterance] = t
+            if on_transcript:
+                on_transcript(job, t)
             if on_progress:
                 on_progress()
 
@@ -89,9 +94,15 @@ async def transcribe_jobs(bus: Bus, jobs: list[FileJob], *, realtime: bool = Fal
             job.done.set()
 
     # Subscribe before publishing; anything missed live (a reconnect) is read back from the stream.
-    subs = [await bus.nc.subscribe(subjects.all_transcripts(), cb=on_transcript),
-            await bus.nc.subscribe(subjects.all_control("error"), cb=on_error),
-            await bus.nc.subscribe(subjects.all_control("transcribed"), cb=on_done)]
+    # A few sessions (a gateway's one upload) subscribe to their own subjects, many to wildcards.
+    if len(jobs) <= 4:
+        subs = [await bus.nc.subscribe(subject, cb=cb) for j in jobs for subject, cb in (
+            (subjects.transcript(j.session), on_transcript_msg), (subjects.control(j.session, "error"), on_error),
+            (subjects.control(j.session, "transcribed"), on_done))]
+    else:
+        subs = [await bus.nc.subscribe(subjects.all_transcripts(), cb=on_transcript_msg),
+                await bus.nc.subscribe(subjects.all_control("error"), cb=on_error),
+                await bus.nc.subscribe(subjects.all_control("transcribed"), cb=on_done)]
     try:
         async def publish(job: FileJob) -> None:
             def progress(_frames: int, seconds: float) -> None:

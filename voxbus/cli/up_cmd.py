@@ -10,6 +10,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                        description="Start the embedded server (unless --nats or one is running), the "
                                    "ModelManager, the STT and TTS services and the assistant. Ctrl-C drains.")
     p.add_argument("--preload", action="store_true", help="load the default models at start")
+    p.add_argument("--http", action="store_true",
+                   help="also serve the OpenAI-compatible API (http.host:http.port, 127.0.0.1:8000)")
+    p.add_argument("--wyoming", action="store_true", help="also serve Wyoming for Home Assistant (wyoming.uri)")
     p.add_argument("--auth", action="store_true",
                    help="embedded server with authentication on; each service runs with its own role, and "
                         "a client credential is written for you")
@@ -26,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_for(args)
     if args.auth:
-        return run_async(lambda: up_with_auth(config, args.preload))
+        return run_async(lambda: up_with_auth(config, args.preload, args))
 
     async def up() -> int:
         stop = stop_on_signals()
@@ -35,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
                 if args.preload:
                     for model_id in config.manager.defaults.values():
                         await manager.pool.load(manager.pool.find(model_id))
-                async with SttService(bus), TtsService(bus), Assistant(bus):
-                    print(f"voxbus up on {bus.url}: manager {manager.id}, stt, tts, assistant; Ctrl-C to stop",
+                async with SttService(bus), TtsService(bus), Assistant(bus), gateways(bus, args) as extra:
+                    print(f"voxbus up on {bus.url}: manager {manager.id}, stt, tts, assistant{extra}; Ctrl-C to stop",
                           flush=True)
                     await stop.wait()
                     print("draining...", flush=True)
@@ -48,7 +51,28 @@ def run(args: argparse.Namespace) -> int:
 SERVICE_ROLES = ("manager", "stt", "tts", "assistant")
 
 
-async def up_with_auth(config, preload: bool) -> int:
+def gateways(bus, args):
+    """The gateways asked for (--http, --wyoming), on `bus`; yields what to add to the banner."""
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def serving():
+        from voxbus.gateways import http_app, wyoming_gateway
+
+        said = ""
+        async with contextlib.AsyncExitStack() as stack:
+            if args.http:
+                url = await stack.enter_async_context(http_app.serving(bus, bus.config.http.host, bus.config.http.port))
+                said += f", OpenAI API at {url}/v1"
+            if args.wyoming:
+                uri = await stack.enter_async_context(wyoming_gateway.serving(bus, bus.config.wyoming.uri,
+                                                                              bus.config.wyoming.zeroconf))
+                said += f", Wyoming at {uri}"
+            yield said
+    return serving()
+
+
+async def up_with_auth(config, preload: bool, args) -> int:
     """The embedded server with auth on, and each service on a connection of its own role."""
     import contextlib
 
@@ -92,6 +116,10 @@ async def up_with_auth(config, preload: bool) -> int:
                 await stack.enter_async_context(service)
             for role, factory in (("stt", SttService), ("tts", TtsService), ("assistant", Assistant)):
                 await stack.enter_async_context(TenantServices(buses[role], [factory]))  # (every tenant's)
+            if args.http or args.wyoming:  # the gateways are clients: a client's credential
+                client_bus = await stack.enter_async_context(_open_when_known(open_bus, as_role("client"), "client"))
+                extra = await stack.enter_async_context(gateways(client_bus, args))
+                print(f"gateways{extra}", flush=True)
             print(f"voxbus up on {server.url} with authentication: manager {manager.id}, stt, tts, assistant, "
                   f"each with its own role; Ctrl-C to stop", flush=True)
             print(f"clients connect with: --nats {server.url} --creds {creds['client']}  "

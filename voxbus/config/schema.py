@@ -276,6 +276,32 @@ class ClientConfig(_Cfg):
     backoff: Duration = Duration(0.2)
 
 
+class HttpConfig(_Cfg):
+    """`voxbus http`: the OpenAI-compatible API (a gateway: it loads no model)."""
+
+    host: str = "127.0.0.1"
+    """Where it listens; 127.0.0.1 keeps it to this machine (set an api_key before opening it wider)."""
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8000
+    api_key: str | None = None
+    """Requests to /v1/ must carry `Authorization: Bearer <api_key>`; None: no key asked."""
+    max_upload: ByteSize = ByteSize(25 * 1024 * 1024)
+    """Largest audio upload (a multipart body), as OpenAI's API: larger is refused with 413."""
+    max_json: ByteSize = ByteSize(1024 * 1024)
+    """Largest JSON body (chat messages, text to speak)."""
+    transcribe_timeout: Duration = Duration(600)
+    """An upload not transcribed within this long gets a 504."""
+
+
+class WyomingConfig(_Cfg):
+    """`voxbus wyoming`: a Wyoming server for Home Assistant (a gateway: it loads no model)."""
+
+    uri: str = "tcp://127.0.0.1:10300"
+    zeroconf: bool = False
+    """Announce the server with zeroconf (_wyoming._tcp), so Home Assistant finds it by itself."""
+    name: str = "voxbus"
+    """The name Home Assistant shows for this server."""
+
+
 class Config(_Cfg):
     nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
     streams: StreamsConfig = msgspec.field(default_factory=StreamsConfig)
@@ -287,6 +313,8 @@ class Config(_Cfg):
     tts: TtsConfig = msgspec.field(default_factory=TtsConfig)
     assistant: AssistantConfig = msgspec.field(default_factory=AssistantConfig)
     client: ClientConfig = msgspec.field(default_factory=ClientConfig)
+    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    wyoming: WyomingConfig = msgspec.field(default_factory=WyomingConfig)
     models: dict[str, ModelSpec] = msgspec.field(default_factory=lambda: _bundled().bundled_models())
     """The model registry, keyed by model id (the bundled models, plus any a user file adds)."""
 

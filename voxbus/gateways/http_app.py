@@ -1,0 +1,206 @@
+"""`voxbus http`: the OpenAI-compatible HTTP API, a Starlette app served by uvicorn in voxbus's
+own event loop, so it shares one NATS connection (and one model client) with nothing else to run.
+
+Every request is checked before any work: the API key (`Authorization: Bearer`, when one is
+set), the body size (`http.max_upload` for uploads, `http.max_json` for JSON bodies: over it is a
+413, counted as the body arrives, so a huge upload is refused without being read), and the
+fields. Every error, a voxbus one or an unexpected one, is answered in OpenAI's JSON shape
+(api_errors.py) and the gateway goes on serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import uvicorn
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from voxbus import __version__
+from voxbus.bus import Bus
+from voxbus.client import ModelClient
+from voxbus.gateways.api_errors import ApiError, from_exception
+from voxbus.gateways.http_chat import chat_completions, completions
+from voxbus.gateways.http_speech import speech
+from voxbus.gateways.http_transcribe import transcriptions
+from voxbus.pipeline import manager_running
+from voxbus.subjects import Subjects
+
+log = logging.getLogger(__name__)
+
+
+class HttpGateway:
+    """What the handlers share: the bus, the model client, the limits and the model registry."""
+
+    def __init__(self, bus: Bus, api_key: str | None = None) -> None:
+        cfg = bus.config
+        self.bus = bus
+        self.models = ModelClient.from_bus(bus)
+        self.api_key = api_key or cfg.http.api_key
+        self.max_upload = int(cfg.http.max_upload)
+        self.max_json = int(cfg.http.max_json)
+        self.transcribe_timeout = float(cfg.http.transcribe_timeout)
+        self.stt_model = cfg.stt.model or cfg.manager.defaults["stt"]
+        self.started = time.time()
+
+    def model_kind(self, model: str) -> str | None:
+        spec = self.bus.config.models.get(model)
+        return spec.kind if spec is not None else None
+
+    def llm_model(self, name: str) -> str:
+        """A voxbus LLM id; OpenAI's model names (gpt-...) and "" mean the default one."""
+        if self.model_kind(name) == "llm":
+            return name
+        if not name or name.startswith(("gpt-", "o1", "o3", "o4", "text-davinci")) or name == "default":
+            return self.bus.config.manager.defaults["llm"]
+        raise ApiError(404, f"no language model {name!r} (GET /v1/models lists them)", "model_not_found", "model")
+
+    async def require_service(self, kind: str, why: str) -> None:
+        try:
+            await self.bus.nc.request(Subjects.micro("PING", self.bus.subjects.service_name(kind)), b"", timeout=2.0)
+        except NoRespondersError:
+            raise ApiError(503, f"no {kind.upper()} service runs on this bus ({why}): start `voxbus {kind}` or "
+                                f"`voxbus up`", "service_unavailable") from None
+        except NatsTimeout:
+            pass  # registered but busy: the request will wait its turn
+
+    async def json_body(self, request: Request) -> dict:
+        raw = await request.body()
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError as exc:
+            raise ApiError(400, f"the body is not JSON ({exc})", "invalid_json") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "the body must be a JSON object", "invalid_json")
+        return body
+
+
+async def list_models(request: Request) -> JSONResponse:
+    gw: HttpGateway = request.app.state.gateway
+    return JSONResponse({"object": "list", "data": [model_entry(gw, m) for m in gw.bus.config.models]})
+
+
+async def get_model(request: Request) -> JSONResponse:
+    gw: HttpGateway = request.app.state.gateway
+    model = request.path_params["model"]
+    if model not in gw.bus.config.models:
+        raise ApiError(404, f"no model {model!r}", "model_not_found", "model")
+    return JSONResponse(model_entry(gw, model))
+
+
+def model_entry(gw: HttpGateway, model: str) -> dict:
+    return {"id": model, "object": "model", "created": int(gw.started), "owned_by": "voxbus",
+            "kind": gw.model_kind(model)}
+
+
+async def health(request: Request) -> JSONResponse:
+    gw: HttpGateway = request.app.state.gateway
+    connected = gw.bus.nc.is_connected
+    manager = connected and await manager_running(gw.bus)
+    services = {}
+    for kind in ("stt", "tts"):
+        try:
+            await gw.require_service(kind, "health")
+            services[kind] = True
+        except ApiError:
+            services[kind] = False
+    ok = connected and manager
+    return JSONResponse({"status": "ok" if ok else "unavailable", "version": __version__, "nats": connected,
+                         "manager": manager, **services}, status_code=200 if ok else 503)
+
+
+async def api_error(request: Request, exc: Exception) -> JSONResponse:
+    err = from_exception(exc)
+    if err.status >= 500 and not isinstance(exc, ApiError):
+        log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return err.response()
+
+
+async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    return ApiError(exc.status_code, str(exc.detail), "not_found" if exc.status_code == 404 else None).response()
+
+
+class Guard:
+    """ASGI middleware: the API key and the body limit, before a handler runs."""
+
+    def __init__(self, app, gateway: HttpGateway) -> None:
+        self.app = app
+        self.gw = gateway
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        refused = self._refuse(scope, headers)
+        if refused is not None:
+            return await refused.response()(scope, receive, send)
+        limit = self.gw.max_upload if headers.get("content-type", "").startswith("multipart/") else self.gw.max_json
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise ApiError(413, f"the request body is over {limit} bytes", "payload_too_large")
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _refuse(self, scope, headers: dict) -> ApiError | None:
+        path = scope["path"]
+        if self.gw.api_key and path.startswith("/v1/"):
+            given = headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), self.gw.api_key.encode()):
+                return ApiError(401, "a valid API key is required (Authorization: Bearer KEY)", "invalid_api_key")
+        limit = self.gw.max_upload if headers.get("content-type", "").startswith("multipart/") else self.gw.max_json
+        length = headers.get("content-length")
+        if length and length.isdigit() and int(length) > limit:
+            return ApiError(413, f"the request body is {length} bytes; this gateway takes at most {limit}",
+                            "payload_too_large")
+        return None
+
+
+def build_app(gateway: HttpGateway) -> Starlette:
+    routes = [Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
+              Route("/v1/audio/speech", speech, methods=["POST"]),
+              Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+              Route("/v1/completions", completions, methods=["POST"]),
+              Route("/v1/models", list_models, methods=["GET"]),
+              Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+              Route("/health", health, methods=["GET"])]
+    app = Starlette(routes=routes, exception_handlers={Exception: api_error, HTTPException: http_error})
+    app.state.gateway = gateway
+    app.add_middleware(Guard, gateway=gateway)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serving(bus: Bus, host: str, port: int, api_key: str | None = None) -> AsyncIterator[str]:
+    """Serve the API until the block ends; yields its base URL (the real port when `port` is 0)."""
+    app = build_app(HttpGateway(bus, api_key))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
+                                           access_log=False))
+    task = asyncio.create_task(server.serve(), name="voxbus-http")
+    while not server.started:
+        if task.done():
+            await task  # (it failed to bind: say why)
+            raise RuntimeError("the HTTP server stopped before it started")
+        await asyncio.sleep(0.02)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        server.should_exit = True
+        await task

@@ -9,6 +9,7 @@ import msgspec
 from msgspec import Meta
 
 from voxbus.config.base import _Cfg
+from voxbus.config.gateways_section import HttpConfig, WyomingConfig
 from voxbus.config.nats_section import ClusterConfig, EmbeddedServerConfig, NatsConfig  # noqa: F401  (part of the schema)
 from voxbus.config.stream_limits import StreamLimits, StreamsConfig  # noqa: F401  (part of the schema)
 from voxbus.config.units import Budget, ByteSize, Duration
@@ -198,11 +199,9 @@ class SttConfig(_Cfg):
     before the pause is long enough to end it: when it does end there, its final is ready at once
     (the same audio, so the same text); a partial marked `closing` carries it meanwhile."""
     complete_silence: Duration = Duration(0.4)
-    """With `early_final`: a pause this long already ends the utterance when that early
-    transcript reads as a finished sentence (it ends in ? or !, and not in a word such as "the"
-    or "of"); otherwise `min_silence` does. Equal to min_silence (as shipped): off. At 0.25 s it
-    cut 4 or 5 of 6 questions spoken with a 0.3 s pause inside (Whisper writes "?" at the pause of
-    "What is the weather like | in Paris today?"), and won nothing on the whole loop."""
+    """With `early_final`: a pause this long ends the utterance when that early transcript reads
+    as a finished question (ends in ? or !, not in "the", "of"...). As shipped, min_silence: off;
+    at 0.25 s it cut 4 or 5 of 6 questions at a 0.3 s pause inside them (docs/BENCHMARKS.md)."""
     partitions: Annotated[int, Meta(ge=1, le=256)] = 1
     """Sessions are split into this many partitions, shared among the running `voxbus stt`
     processes, each partition held by one at a time (a work stream copies the audio, once more,
@@ -274,32 +273,6 @@ class ClientConfig(_Cfg):
     """How often the manager says it is still working on a request."""
     retries: Annotated[int, Meta(ge=0, le=10)] = 3
     backoff: Duration = Duration(0.2)
-
-
-class HttpConfig(_Cfg):
-    """`voxbus http`: the OpenAI-compatible API (a gateway: it loads no model)."""
-
-    host: str = "127.0.0.1"
-    """Where it listens; 127.0.0.1 keeps it to this machine (set an api_key before opening it wider)."""
-    port: Annotated[int, Meta(ge=0, le=65535)] = 8000
-    api_key: str | None = None
-    """Requests to /v1/ must carry `Authorization: Bearer <api_key>`; None: no key asked."""
-    max_upload: ByteSize = ByteSize(25 * 1024 * 1024)
-    """Largest audio upload (a multipart body), as OpenAI's API: larger is refused with 413."""
-    max_json: ByteSize = ByteSize(1024 * 1024)
-    """Largest JSON body (chat messages, text to speak)."""
-    transcribe_timeout: Duration = Duration(600)
-    """An upload not transcribed within this long gets a 504."""
-
-
-class WyomingConfig(_Cfg):
-    """`voxbus wyoming`: a Wyoming server for Home Assistant (a gateway: it loads no model)."""
-
-    uri: str = "tcp://127.0.0.1:10300"
-    zeroconf: bool = False
-    """Announce the server with zeroconf (_wyoming._tcp), so Home Assistant finds it by itself."""
-    name: str = "voxbus"
-    """The name Home Assistant shows for this server."""
 
 
 class Config(_Cfg):

@@ -4,6 +4,12 @@ STT service), driven by clients nobody here wrote: the official `openai` package
 
 import asyncio
 import io
+import json
+import os
+import re
+import signal
+import sys
+import urllib.request
 import wave
 
 import openai
@@ -183,3 +189,28 @@ async def test_wyoming_describe_transcribe_and_synthesize(stack):
             audio += AudioChunk.from_event(event).audio
     heard = await client.transcribe(audio, AudioFormat(rate=start.rate, channels=start.channels))
     assert wer("Good morning, how did you sleep?", heard.text) <= 0.25, heard.text
+
+
+async def test_voxbus_up_serves_both_gateways_behind_its_flags(tmp_path):
+    """`voxbus up --http --wyoming`, as a user runs it (a child process, its own server): both
+    gateways answer, /health sees the manager, STT and TTS, and Ctrl-C drains it all."""
+    async with NatsServer(embedded_config(), store_dir=tmp_path / "js") as server:
+        env = {**os.environ, "VOXBUS__HTTP__PORT": "0", "VOXBUS__WYOMING__URI": "tcp://127.0.0.1:0",
+               "VOXBUS__MANAGER__CACHE_DIR": str(tmp_path / "cache")}
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "voxbus", "up", "--http", "--wyoming",
+                                                    "--nats", server.url, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE, env=env)
+        try:
+            banner = (await asyncio.wait_for(proc.stdout.readline(), 120)).decode()
+            http_url = re.search(r"OpenAI API at (http://\S+)/v1", banner).group(1)
+            host, port = re.search(r"Wyoming at tcp://(\S+):(\d+)", banner).groups()
+            with await asyncio.to_thread(urllib.request.urlopen, f"{http_url}/health", timeout=30) as reply:
+                health = json.loads(reply.read())
+            assert health["status"] == "ok" and health["manager"] and health["stt"] and health["tts"], health
+            async with AsyncTcpClient(host, int(port)) as wc:
+                await wc.write_event(Describe().event())
+                assert Info.from_event(await asyncio.wait_for(wc.read_event(), 30)).asr
+        finally:
+            proc.send_signal(signal.SIGINT)
+            rc = await asyncio.wait_for(proc.wait(), 60)
+        assert rc == 0, (await proc.stderr.read()).decode()[-2000:]

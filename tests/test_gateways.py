@@ -100,6 +100,10 @@ async def test_openai_speech_comes_back_as_audio_that_transcribes_to_its_text(st
     flac = await api.audio.speech.create(model="tts-1", voice="piper-joe", input=text, response_format="flac")
     samples, flac_rate = sf.read(io.BytesIO(flac.content))
     assert flac_rate == rate and len(samples) > rate
+    for kind in ("mp3", "opus"):  # libsndfile writes them; they decode back to about the same length
+        coded = await api.audio.speech.create(model="tts-1", voice="alloy", input=text, response_format=kind)
+        back, back_rate = sf.read(io.BytesIO(coded.content))
+        assert abs(len(back) / back_rate - len(samples) / flac_rate) < 0.3, kind
     pcm24 = await api.audio.speech.create(model="tts-1", voice="alloy", input="Hello.", response_format="pcm")
     assert len(pcm24.content) % 2 == 0 and len(pcm24.content) > 24000 * 2 * 0.2  # OpenAI's pcm: 24 kHz s16
 

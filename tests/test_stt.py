@@ -399,7 +399,9 @@ async def test_a_sessions_first_frames_stored_after_later_ones_are_waited_for(st
         await end_and_wait(bus, sid, len(frames) - 1)
     assert not await stored_of(bus, "ctl", bus.subjects.control("resent-start", "error"), SessionError)
     texts = await stored_of(bus, "text", bus.subjects.transcript("resent-start"), Transcript)
-    assert wer(" ".join(sentences), " ".join(t.text for t in texts)) <= 0.15, [t.text for t in texts]
+    # Without its first 40 frames (0.8 s: "The first words") the WER would be 0.33 or more; tiny.en
+    # itself sometimes hears "the first word of the session" (0.22), so the bar is 0.25.
+    assert wer(" ".join(sentences), " ".join(t.text for t in texts)) <= 0.25, [t.text for t in texts]
     errors = await stored_of(bus, "ctl", bus.subjects.control("no-start", "error"), SessionError)
     assert [(e.code, e.seq) for e in errors] == [("frames_missing", 0)] and "frames 0-39 were never read" in errors[0].message
     (done,) = await stored_of(bus, "ctl", bus.subjects.control("no-start", "transcribed"), SessionTranscribed)

@@ -12,14 +12,15 @@ from typing import Any, Callable
 
 from voxbus import __version__
 from voxbus.cli import (
-    ask_cmd, config_cmd, creds_cmd, demo_cmd, http_cmd, listen_cmd, manager_cmd, models_cmd, publish_cmd, replay_cmd,
-    say_cmd, server_cmd, stt_cmd, transcribe_cmd, up_cmd, wyoming_cmd,
+    ask_cmd, config_cmd, creds_cmd, demo_cmd, events_cmd, http_cmd, listen_cmd, manager_cmd, metrics_cmd, models_cmd,
+    publish_cmd, replay_cmd, say_cmd, server_cmd, status_cmd, stt_cmd, transcribe_cmd, up_cmd, wyoming_cmd,
 )
 from voxbus.config import Config, load_config
 from voxbus.errors import ConfigError, VoxbusError
 
 COMMANDS = (demo_cmd, transcribe_cmd, up_cmd, server_cmd, config_cmd, manager_cmd, stt_cmd, publish_cmd, listen_cmd,
-            replay_cmd, say_cmd, ask_cmd, models_cmd, creds_cmd, http_cmd, wyoming_cmd)
+            replay_cmd, say_cmd, ask_cmd, models_cmd, creds_cmd, http_cmd, wyoming_cmd, status_cmd, events_cmd,
+            metrics_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

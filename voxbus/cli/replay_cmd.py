@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                        description="Replay a session's audio frames, transcripts and control events from the "
                                    "streams without disturbing live consumers. Times are session time "
                                    "(seconds from its first frame), e.g. 4.5, 1500ms, 2m.")
-    p.add_argument("session", metavar="SESSION", type=session_id)
+    p.add_argument("session", metavar="SESSION", type=session_id, nargs="?")
     p.add_argument("--since", type=_seconds, metavar="T", help="from this session time")
     p.add_argument("--until", type=_seconds, metavar="T", help="up to this session time")
     p.add_argument("--from-seq", type=int, metavar="N", help="audio frames from sequence number N")
@@ -32,6 +32,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="original: as the events happened; instant: at once (default)")
     p.add_argument("--audio-out", metavar="FILE.wav", help="rebuild the replayed audio as a WAV file")
     p.add_argument("--json", action="store_true", help="one JSON event per line, audio frames included")
+    p.add_argument("--retranscribe", action="store_true",
+                   help="run the stored audio again through the STT (VAD, cutting: the settings of --config) and a "
+                        "model (--model), and show what changed against the stored transcripts, with the WER")
+    p.add_argument("--model", metavar="ID", help="with --retranscribe: the STT model (default: the config's)")
+    p.add_argument("--all", action="store_true",
+                   help="with --retranscribe: every session transcribed within --since (default 24h), summarised")
     p.set_defaults(handler=run)
 
 
@@ -42,6 +48,14 @@ def run(args: argparse.Namespace) -> int:
     from voxbus.timecodes import clock
 
     config = load_for(args)
+    if args.all and not args.retranscribe:
+        raise SystemExit("voxbus replay: --all goes with --retranscribe")
+    if args.session is None and not args.all:
+        raise SystemExit("voxbus replay: give a SESSION (or --retranscribe --all)")
+    if args.retranscribe:
+        from voxbus.cli.retranscribe_view import run_retranscribe
+
+        return run_retranscribe(args, config)
     window = Window(since=args.since, until=args.until, from_seq=args.from_seq)
 
     async def replay() -> int:

@@ -26,9 +26,14 @@ def run(args: argparse.Namespace) -> int:
     config = load_for(args, **({"stt": {"partitions": args.partitions}} if args.partitions else {}))
 
     async def serve() -> int:
+        import asyncio
+
         stop = stop_on_signals()
-        async with open_bus(config, name="voxbus-stt") as bus:
+        started = asyncio.Event()
+
+        async def services(bus) -> None:
             async with SttService(bus) as stt, TenantServices(bus, [SttService]) as tenants:
+                started.set()
                 served = f" and {len(tenants.running)} tenants'" if tenants.running else ""
                 share = (f" (partitioned: {config.stt.partitions}, shared with the other STT processes)"
                          if stt.partitions is not None else "")
@@ -36,6 +41,19 @@ def run(args: argparse.Namespace) -> int:
                       flush=True)
                 await stop.wait()
                 print("draining...", flush=True)
+
+        async with open_bus(config, name="voxbus-stt") as bus:
+            work = asyncio.create_task(services(bus))
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait([work, stopped], return_when=asyncio.FIRST_COMPLETED)
+            if not started.is_set() and not work.done():  # Ctrl-C while still starting: a standby stops at once
+                work.cancel()
+                print("stopped while standing by for the STT consumer", flush=True)
+            stopped.cancel()
+            try:
+                await work
+            except asyncio.CancelledError:
+                pass
         return 0
 
     return run_async(serve)

@@ -24,16 +24,18 @@ from nats.errors import TimeoutError as NatsTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from voxbus import __version__
 from voxbus.bus import Bus
 from voxbus.client import ModelClient
 from voxbus.gateways.api_errors import ApiError, from_exception
+from voxbus.gateways.discovery import announce
 from voxbus.gateways.http_chat import chat_completions, completions
 from voxbus.gateways.http_speech import speech
 from voxbus.gateways.http_transcribe import transcriptions
+from voxbus.messages.status import ServiceStatus
 from voxbus.pipeline import manager_running
 from voxbus.subjects import Subjects
 
@@ -53,6 +55,10 @@ class HttpGateway:
         self.transcribe_timeout = float(cfg.http.transcribe_timeout)
         self.stt_model = cfg.stt.model or cfg.manager.defaults["stt"]
         self.started = time.time()
+        self.counters = {"requests": 0, "errors": 0, "in_flight": 0}
+
+    def status(self) -> ServiceStatus:
+        return ServiceStatus(service="http", pending=self.counters["in_flight"], counters=dict(self.counters))
 
     def model_kind(self, model: str) -> str | None:
         spec = self.bus.config.models.get(model)
@@ -120,6 +126,13 @@ async def health(request: Request) -> JSONResponse:
                          "manager": manager, **services}, status_code=200 if ok else 503)
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus text format, gathered from the whole deployment at each scrape (voxbus/metrics.py)."""
+    from voxbus.metrics import CONTENT_TYPE, exposition
+
+    return Response(await exposition(request.app.state.gateway.bus), media_type=CONTENT_TYPE)
+
+
 async def api_error(request: Request, exc: Exception) -> JSONResponse:
     err = from_exception(exc)
     if err.status >= 500 and not isinstance(exc, ApiError):
@@ -156,7 +169,18 @@ class Guard:
                 raise ApiError(413, f"the request body is over {limit} bytes", "payload_too_large")
             return message
 
-        await self.app(scope, counted, send)
+        counters = self.gw.counters
+        counters["requests"] += 1
+        counters["in_flight"] += 1
+
+        async def sent(message) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                counters["errors"] += 1
+            await send(message)
+        try:
+            await self.app(scope, counted, sent)
+        finally:
+            counters["in_flight"] -= 1
 
     def _refuse(self, scope, headers: dict) -> ApiError | None:
         path = scope["path"]
@@ -179,7 +203,8 @@ def build_app(gateway: HttpGateway) -> Starlette:
               Route("/v1/completions", completions, methods=["POST"]),
               Route("/v1/models", list_models, methods=["GET"]),
               Route("/v1/models/{model:path}", get_model, methods=["GET"]),
-              Route("/health", health, methods=["GET"])]
+              Route("/health", health, methods=["GET"]),
+              Route("/metrics", metrics, methods=["GET"])]
     app = Starlette(routes=routes, exception_handlers={Exception: api_error, HTTPException: http_error})
     app.state.gateway = gateway
     app.add_middleware(Guard, gateway=gateway)
@@ -189,7 +214,8 @@ def build_app(gateway: HttpGateway) -> Starlette:
 @contextlib.asynccontextmanager
 async def serving(bus: Bus, host: str, port: int, api_key: str | None = None) -> AsyncIterator[str]:
     """Serve the API until the block ends; yields its base URL (the real port when `port` is 0)."""
-    app = build_app(HttpGateway(bus, api_key))
+    gateway = HttpGateway(bus, api_key)
+    app = build_app(gateway)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
                                            access_log=False))
     task = asyncio.create_task(server.serve(), name="voxbus-http")
@@ -199,8 +225,11 @@ async def serving(bus: Bus, host: str, port: int, api_key: str | None = None) ->
             raise RuntimeError("the HTTP server stopped before it started")
         await asyncio.sleep(0.02)
     bound = server.servers[0].sockets[0].getsockname()[1]
+    url = f"http://{host}:{bound}"
+    micro = await announce(bus, "http", "voxbus OpenAI-compatible API (a gateway)", url, gateway.status)
     try:
-        yield f"http://{host}:{bound}"
+        yield url
     finally:
+        await micro.stop()
         server.should_exit = True
         await task

@@ -31,10 +31,12 @@ from voxbus import __version__
 from voxbus.bus import Bus
 from voxbus.client import ModelClient
 from voxbus.errors import ConfigError, VoxbusError
+from voxbus.gateways import discovery
 from voxbus.ingest import SessionPublisher
 from voxbus.messages import codec
 from voxbus.messages.audio import AudioFormat
 from voxbus.messages.control import SessionTranscribed
+from voxbus.messages.status import ServiceStatus
 from voxbus.messages.text import Transcript as VoxTranscript
 
 log = logging.getLogger(__name__)
@@ -66,8 +68,10 @@ def describe(bus: Bus) -> Info:
 class WyomingHandler(AsyncEventHandler):
     """One client connection."""
 
-    def __init__(self, reader, writer, bus: Bus, timeout: float = 600.0) -> None:
+    def __init__(self, reader, writer, bus: Bus, timeout: float = 600.0, counters: dict | None = None) -> None:
         super().__init__(reader, writer)
+        self.counters = counters if counters is not None else {"open": 0}
+        self.counters["open"] += 1
         self.bus = bus
         self.models = ModelClient.from_bus(bus)
         self.timeout = timeout
@@ -161,6 +165,7 @@ class WyomingHandler(AsyncEventHandler):
         self.subs = []
 
     async def disconnect(self) -> None:
+        self.counters["open"] -= 1
         if self.publisher is not None:  # the client left mid-utterance: end the session cleanly
             pub, self.publisher = self.publisher, None
             try:
@@ -171,18 +176,26 @@ class WyomingHandler(AsyncEventHandler):
 
 
 @contextlib.asynccontextmanager
-async def serving(bus: Bus, uri: str, announce: bool = False) -> AsyncIterator[str]:
+async def serving(bus: Bus, uri: str, zeroconf: bool = False) -> AsyncIterator[str]:
     """Serve Wyoming on `uri` (tcp://HOST:PORT, port 0: any free one) until the block ends;
-    yields the bound tcp:// URI. `announce`: register it with zeroconf for Home Assistant."""
+    yields the bound tcp:// URI. `zeroconf`: register it on the local network for Home Assistant."""
     if not uri.startswith("tcp://"):
         raise ConfigError(f"wyoming.uri {uri!r}: voxbus serves tcp://HOST:PORT")
     host, _, port = uri.removeprefix("tcp://").rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(f"wyoming.uri {uri!r}: expected tcp://HOST:PORT")
     server = AsyncTcpServer(host, int(port))
-    await server.start(lambda reader, writer: WyomingHandler(reader, writer, bus, float(bus.config.http.transcribe_timeout)))
+    counters = {"connections": 0, "open": 0}
+
+    def handler(reader, writer) -> WyomingHandler:
+        counters["connections"] += 1
+        return WyomingHandler(reader, writer, bus, float(bus.config.http.transcribe_timeout), counters)
+
+    await server.start(handler)
     bound = server._server.sockets[0].getsockname()[1]  # (the wyoming server keeps asyncio's server there)
-    if announce:
+    micro = await discovery.announce(bus, "wyoming", "voxbus Wyoming server (a gateway)", f"tcp://{host}:{bound}",
+                           lambda: ServiceStatus(service="wyoming", sessions=counters["open"], counters=dict(counters)))
+    if zeroconf:
         from wyoming.zeroconf import HomeAssistantZeroconf
 
         await HomeAssistantZeroconf(port=bound, name=bus.config.wyoming.name,
@@ -190,4 +203,5 @@ async def serving(bus: Bus, uri: str, announce: bool = False) -> AsyncIterator[s
     try:
         yield f"tcp://{host}:{bound}"
     finally:
+        await micro.stop()
         await server.stop()

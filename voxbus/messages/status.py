@@ -30,3 +30,6 @@ class ServiceStatus(Struct, kw_only=True):
     """Totals since the process started (frames, utterances, sessions_done, ...)."""
     partitions: list[int] | None = None
     """STT with `stt.partitions` > 1: the work stream partitions this process holds now."""
+    standby: bool = False
+    """Waiting for another process of the service to let go of its durable consumer (one STT
+    process takes every session unless `stt.partitions` > 1; the others stand by)."""

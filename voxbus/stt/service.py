@@ -97,6 +97,8 @@ class SttService(BusService):
                        self._supervised("stt-housekeeping", self._housekeeping)]
         common = {"ack_wait": float(self.cfg.ack_wait), "max_ack_pending": self.cfg.max_ack_pending,
                   "start_new": self.cfg.start == "new"}
+        # Discoverable first: a standby waiting for the durable consumer is a process too (`voxbus status`).
+        await self._announce(self.bus, "voxbus STT: cuts sessions' audio into utterances and transcribes them")
         kv = await state_bucket(self.bus)
         if self.cfg.partitions > 1:
             await self._start_partitioned(kv, common)
@@ -109,13 +111,11 @@ class SttService(BusService):
         self._subs.append(await KeptConsumer(
             self.bus, kv, stream=self.subjects.stream("ctl"), durable=self.subjects.consumer("stt-end"),
             filter_subject=self.subjects.all_control("end"), cb=self._on_end, **common).bind())
-        await self._announce(self.bus, "voxbus STT: cuts sessions' audio into utterances and transcribes them")
         log.info("STT service consuming %s", self.subjects.all_audio_in())
 
     async def _start_partitioned(self, kv, common: dict) -> None:
         """Take a share of the work stream's partitions, with the other live STT processes."""
         self.partitions = PartitionConsumers(self.bus, kv, self._on_work, common, self._subs, self._forget_partition)
-        await self._announce(self.bus, "voxbus STT: cuts sessions' audio into utterances and transcribes them")
         self.owner = PartitionOwner(
             await members_bucket(self.js, self.subjects, self.bus.config.streams, self.cfg), self._micro.id,
             self.cfg.partitions, float(self.cfg.member_ttl), self.partitions.gain, self.partitions.lose)
@@ -156,7 +156,8 @@ class SttService(BusService):
             counters={"frames": st.frames, "rejected": st.rejected, "gaps": st.gaps, "utterances": st.utterances,
                       "sessions_done": st.sessions_done, "partials": self.partials.published if self.partials else 0,
                       "early_finals": self.partials.early_used if self.partials else 0},
-            partitions=sorted(self.partitions.bound) if self.partitions is not None else None)
+            partitions=sorted(self.partitions.bound) if self.partitions is not None else None,
+            standby=self.partitions is None and not any(isinstance(k, KeptConsumer) for k in self._subs))
 
     async def _on_frame(self, msg: Msg) -> None:
         if self.on_stage is not None:

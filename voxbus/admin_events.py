@@ -35,7 +35,7 @@ def since_time(text: str | None) -> float | None:
     except ValueError:
         raise ConfigError(f"--since {text!r}: give a duration such as 1h or 30m, or a time such as "
                           f"2026-12-04T10:00") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    return (moment if moment.tzinfo else moment.astimezone()).timestamp()  # (no zone: local, as printed)
 
 
 def about_model(event, model: str | None) -> bool:

@@ -23,6 +23,7 @@ QUIET_S = 0.3
 """Collect discovery answers until none has come for this long..."""
 MAX_WAIT_S = 3.0
 """...or this long at most."""
+KINDS = ("model-manager", "stt", "tts", "assistant", "http", "wyoming")
 
 
 async def discover(bus: Bus) -> list[dict]:
@@ -44,12 +45,14 @@ async def discover(bus: Bus) -> list[dict]:
         await nc.publish(Subjects.micro("STATS"), b"", reply=inbox)
         await nc.flush()
         start = time.monotonic()
-        while time.monotonic() - start < MAX_WAIT_S and time.monotonic() - last[0] < QUIET_S:
+        while time.monotonic() - start < MAX_WAIT_S:  # the first answer may take a while; then a quiet spell ends it
+            if answers and time.monotonic() - last[0] >= QUIET_S:
+                break
             await asyncio.sleep(0.05)
     finally:
         await sub.unsubscribe()
-    prefix = bus.subjects.prefix + "-"
-    return [a for a in answers if str(a.get("name", "")).startswith(prefix)]
+    names = {bus.subjects.service_name(kind) for kind in KINDS}  # (not a longer prefix's processes)
+    return [a for a in answers if a.get("name") in names]
 
 
 def process_row(answer: dict, prefix: str) -> dict:

@@ -16,8 +16,11 @@ import time
 from dataclasses import dataclass, field
 
 from voxbus.bus import Bus
+import stamina
+
 from voxbus.client import ModelClient
 from voxbus.config.schema import SttConfig
+from voxbus.errors import ModelError
 from voxbus.history import stored
 from voxbus.messages import codec
 from voxbus.messages.control import SessionTranscribed
@@ -27,6 +30,9 @@ from voxbus.stt.cutter import CutterSettings
 from voxbus.stt.session import GROUP, SessionState
 from voxbus.stt.transcripts import MODEL_FORMAT
 from voxbus.stt.vad import SileroVad
+
+CONCURRENT = 8
+"""Utterances asked for at once (a batch's worth)."""
 
 
 @dataclass
@@ -83,9 +89,17 @@ async def retranscribe(bus: Bus, session: str, stt: SttConfig, model: str | None
     cuts = await asyncio.to_thread(cut, session, frames, CutterSettings.from_config(stt))
     model_id = model or stt.model or bus.config.manager.defaults["stt"]
     client = ModelClient.from_bus(bus)
-    replies = await asyncio.gather(*(client.transcribe(u.audio.tobytes(), MODEL_FORMAT, model=model_id,
-                                                       language=stt.language, words=stt.words, session=session)
-                                     for u in cuts))
+    room = asyncio.Semaphore(CONCURRENT)
+
+    async def one(u):
+        async with room:  # (a long session must not flood the model's queue: `overloaded`)
+            async for attempt in stamina.retry_context(on=lambda e: isinstance(e, ModelError) and e.transient,
+                                                       attempts=5, wait_initial=0.5, wait_max=5.0):
+                with attempt:
+                    return await client.transcribe(u.audio.tobytes(), MODEL_FORMAT, model=model_id,
+                                                   language=stt.language, words=stt.words, session=session)
+
+    replies = await asyncio.gather(*(one(u) for u in cuts))
     new = [Utterance(u.t_start, u.t_end, r.text) for u, r in zip(cuts, replies)]
     diff, wer = word_diff(" ".join(u.text for u in old), " ".join(u.text for u in new))
     return Comparison(session, old, new, model_id, wer, diff)

@@ -83,6 +83,9 @@ class Assistant(BusService):
 
     async def stop(self) -> None:
         await self._unsubscribe()
+        for spec in self.speculations.values():  # (replies nobody confirmed: the manager stops them)
+            spec.cancel()
+        self.speculations.clear()
         await self._end_tasks([self._pruner, *(c.worker for c in self.conversations.values())])
 
     async def _on_transcript(self, msg: Msg) -> None:
@@ -116,22 +119,29 @@ class Assistant(BusService):
         except ProtocolError:
             return
         sid, conv = p.session, self.conversations.get(p.session)
-        if not p.closing or not p.text.strip() or (conv is None and (sid in self.silent or not await self._wanted(sid))):
+        text = p.hypothesis or p.text  # (exactly what the final will say if the pause ends the turn)
+        if not p.closing or not text.strip() or (conv is None and (sid in self.silent or not await self._wanted(sid))):
             return
         conv = conv or self.conversations.get(sid) or self._conversation(sid)
         old = self.speculations.get(sid)
-        if (old is not None and old.matches(p.utterance, p.text)) or not conv.queue.empty() or \
-                (conv.worker is not None and not conv.worker.done()):
+        if (old is not None and old.matches(p.utterance, text)) or not self._idle(conv):
             return  # (a turn under way: the reply to this one must follow it, not race it)
         if old is not None:
+            self.speculations.pop(sid, None)
             await self._drop(sid, old)
+            if not self._idle(conv) or sid in self.speculations:
+                return  # (a final came, or another closing partial, while the old one was dropped)
         turn = conv.turn
         generate = self.models.generate(
-            messages=[*conv.messages, {"role": "user", "content": p.text}], conversation=sid, session=sid,
+            messages=[*conv.messages, {"role": "user", "content": text}], conversation=sid, session=sid,
             model=self.cfg.model, max_tokens=self.cfg.max_tokens, temperature=self.cfg.temperature)
         self.speculations[sid] = Speculation(
-            p.utterance, p.text, turn, generate, SentenceSplitter(first_words=self.cfg.first_words),
-            lambda text: self._say(sid, turn, text + " ", final=False, now=True, held=True))
+            p.utterance, text, turn, generate, SentenceSplitter(first_words=self.cfg.first_words),
+            lambda piece: self._say(sid, turn, piece + " ", final=False, now=True, held=True))
+
+    @staticmethod
+    def _idle(conv: _Conversation) -> bool:
+        return conv.queue.empty() and (conv.worker is None or conv.worker.done())
 
     async def _drop(self, sid: str, spec: Speculation) -> None:
         spec.cancel()
@@ -149,6 +159,8 @@ class Assistant(BusService):
             for sid in [sid for sid, c in self.conversations.items()
                         if c.last < cutoff and c.queue.empty() and (c.worker is None or c.worker.done())]:
                 del self.conversations[sid]
+                if (spec := self.speculations.pop(sid, None)) is not None:
+                    spec.cancel()
                 for key in [k for k in self.times if k[0] == sid]:
                     del self.times[key]
 
@@ -187,10 +199,6 @@ class Assistant(BusService):
         conv.turn += 1
         times = self.times[sid, turn] = TurnTimes(transcript_at=arrived)
         conv.messages.append({"role": "user", "content": text})
-        splitter = SentenceSplitter(first_words=self.cfg.first_words)
-        said: list[str] = []
-        index = 0
-        final_text = ""
         spec = self.speculations.pop(sid, None)
         skip = 0  # pieces the early reply already sent to the TTS
         if spec is not None and spec.turn == turn and spec.matches(utterance, text):
@@ -202,8 +210,25 @@ class Assistant(BusService):
         else:
             if spec is not None:
                 await self._drop(sid, spec)
+                spec = None
             events = self.models.generate(messages=conv.messages, conversation=sid, session=sid, model=self.cfg.model,
                                           max_tokens=self.cfg.max_tokens, temperature=self.cfg.temperature)
+        said: list[str] = []
+        try:
+            final_text = await self._stream(sid, turn, events, said, skip, times)
+        finally:
+            if spec is not None:
+                spec.cancel()  # (finished already when read to its end; stopped if the turn broke off)
+        # What was actually said (an interrupted reply keeps only its spoken part).
+        conv.messages.append({"role": "assistant", "content": final_text or "".join(said)})
+        return final_text
+
+    async def _stream(self, sid: str, turn: int, events, said: list[str], skip: int, times: TurnTimes) -> str:
+        """The reply's tokens to the reply subject, its pieces to the TTS (`skip`: the first
+        pieces, which the TTS already holds), the turn's end to both; returns the whole text."""
+        splitter = SentenceSplitter(first_words=self.cfg.first_words)
+        index = 0
+        final_text = ""
         async for event in events:
             if isinstance(event, GenerateChunk):
                 times.first_token_at = times.first_token_at or time.monotonic()
@@ -224,8 +249,6 @@ class Assistant(BusService):
             await self._say(sid, turn, sentence + " ", final=False)
         await self._say(sid, turn, "", final=True)
         await self._publish_reply(sid, turn, index, "", True)
-        # What was actually said (an interrupted reply keeps only its spoken part).
-        conv.messages.append({"role": "assistant", "content": final_text or "".join(said)})
         return final_text
 
     async def _publish_reply(self, sid: str, turn: int, index: int, text: str, final: bool) -> None:

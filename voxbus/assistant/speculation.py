@@ -31,6 +31,7 @@ class Speculation:
         self.pieces_said = 0  # pieces of the reply sent to the TTS as held (0 or 1)
         self.saying = asyncio.Lock()  # held while that piece is being stored: a release waits for it
         self.adopted = False
+        self._failed = False
         self._queue: asyncio.Queue = asyncio.Queue()
         self._task = asyncio.create_task(self._run(generate, splitter, say_held), name="assistant-speculation")
 
@@ -48,15 +49,19 @@ class Speculation:
                                 await say_held(pieces[0])
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # raised again to whoever adopts it
+        except Exception as exc:  # raised again to whoever adopts it anyway
+            self._failed = True
             self._queue.put_nowait(exc)
         finally:
             self._queue.put_nowait(None)
             await generate.aclose()  # (tells the manager to stop, when cancelled half-way)
 
     def matches(self, utterance: int | None, text: str) -> bool:
-        """The final says exactly this (the early final is the same decode of the same audio)."""
-        return utterance == self.utterance and text.strip() == self.text.strip() and not self._task.cancelled()
+        """The final says exactly this (the early final is the same decode of the same audio), and
+        the generation has not failed or been stopped (then the turn generates anew)."""
+        task = self._task
+        broken = task.cancelled() or (task.done() and task.exception() is not None) or self._failed
+        return utterance == self.utterance and text.strip() == self.text.strip() and not broken
 
     async def adopt(self) -> int:
         """The final said the same: from now on the reply is said by its adopter. Returns how many

@@ -12,6 +12,7 @@ import time
 def run_retranscribe(args: argparse.Namespace, config) -> int:
     from voxbus.bus import open_bus
     from voxbus.cli import run_async
+    from voxbus.errors import VoxbusError
     from voxbus.retranscribe import retranscribe, transcribed_since
 
     async def main() -> int:
@@ -32,6 +33,9 @@ def run_retranscribe(args: argparse.Namespace, config) -> int:
                     c = await retranscribe(bus, sid, config.stt, args.model)
                 except LookupError:  # (its audio aged out of the stream)
                     print(f"{sid}: no stored audio any more", file=sys.stderr)
+                    continue
+                except VoxbusError as exc:  # (one session's failure is reported; the others go on)
+                    print(f"{sid}: could not be re-transcribed: {exc}", file=sys.stderr)
                     continue
                 changed += c.changed
                 print(json.dumps(c.as_json(), ensure_ascii=False) if args.json

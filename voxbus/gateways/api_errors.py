@@ -15,9 +15,8 @@ from starlette.responses import JSONResponse
 
 from voxbus.errors import AudioFileError, InvalidName, ModelError, VoxbusError
 
-TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-         404: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error",
-         422: "invalid_request_error", 429: "rate_limit_error"}
+TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+"""OpenAI's error types by status; any other 4xx is an invalid_request_error, 5xx a server_error."""
 REMAP = {"overloaded": 429, "model_busy": 429, "unknown_model": 404}
 
 
@@ -28,7 +27,8 @@ class ApiError(Exception):
         self.status, self.message, self.code, self.param, self.retry_after = status, message, code, param, retry_after
 
     def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": TYPES.get(self.status, "server_error"),
+        kind = TYPES.get(self.status, "invalid_request_error" if self.status < 500 else "server_error")
+        body = {"error": {"message": self.message, "type": kind,
                           "param": self.param, "code": self.code}}
         headers = {"Retry-After": str(max(1, math.ceil(self.retry_after)))} if self.retry_after else None
         return JSONResponse(body, status_code=self.status, headers=headers)
@@ -38,6 +38,8 @@ def from_exception(exc: Exception) -> ApiError:
     """Any error a handler let through, as the API answers it."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, TimeoutError):  # (asyncio's too: a wait the gateway put a bound on)
+        return ApiError(504, "the request took longer than this gateway waits (http.transcribe_timeout)", "timeout")
     if isinstance(exc, ModelError):
         return ApiError(REMAP.get(exc.code, exc.status), exc.message, exc.code, retry_after=exc.retry_after)
     if isinstance(exc, AudioFileError):

@@ -30,6 +30,7 @@ from starlette.routing import Route
 from voxbus import __version__
 from voxbus.bus import Bus
 from voxbus.client import ModelClient
+from voxbus.errors import VoxbusError
 from voxbus.gateways.api_errors import ApiError, from_exception
 from voxbus.gateways.discovery import announce
 from voxbus.gateways.http_chat import chat_completions, completions
@@ -55,10 +56,11 @@ class HttpGateway:
         self.transcribe_timeout = float(cfg.http.transcribe_timeout)
         self.stt_model = cfg.stt.model or cfg.manager.defaults["stt"]
         self.started = time.time()
-        self.counters = {"requests": 0, "errors": 0, "in_flight": 0}
+        self.counters = {"requests": 0, "errors": 0}  # (totals only: what is in flight is `pending`)
+        self.in_flight = 0
 
     def status(self) -> ServiceStatus:
-        return ServiceStatus(service="http", pending=self.counters["in_flight"], counters=dict(self.counters))
+        return ServiceStatus(service="http", pending=self.in_flight, counters=dict(self.counters))
 
     def model_kind(self, model: str) -> str | None:
         spec = self.bus.config.models.get(model)
@@ -171,7 +173,7 @@ class Guard:
 
         counters = self.gw.counters
         counters["requests"] += 1
-        counters["in_flight"] += 1
+        self.gw.in_flight += 1
 
         async def sent(message) -> None:
             if message["type"] == "http.response.start" and message["status"] >= 400:
@@ -180,7 +182,7 @@ class Guard:
         try:
             await self.app(scope, counted, sent)
         finally:
-            counters["in_flight"] -= 1
+            self.gw.in_flight -= 1
 
     def _refuse(self, scope, headers: dict) -> ApiError | None:
         path = scope["path"]
@@ -205,7 +207,11 @@ def build_app(gateway: HttpGateway) -> Starlette:
               Route("/v1/models/{model:path}", get_model, methods=["GET"]),
               Route("/health", health, methods=["GET"]),
               Route("/metrics", metrics, methods=["GET"])]
-    app = Starlette(routes=routes, exception_handlers={Exception: api_error, HTTPException: http_error})
+    # Errors a handler raises on purpose are answered inside the middleware (counted, nothing
+    # re-raised to the server); `Exception` is the last resort for bugs.
+    app = Starlette(routes=routes, exception_handlers={ApiError: api_error, VoxbusError: api_error,
+                                                       TimeoutError: api_error, HTTPException: http_error,
+                                                       Exception: api_error})
     app.state.gateway = gateway
     app.add_middleware(Guard, gateway=gateway)
     return app

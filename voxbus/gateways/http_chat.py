@@ -82,7 +82,7 @@ async def generate(gw, request: Request, body: dict, what: dict, kind: str) -> R
     events = gw.models.generate(**args)
     if body.get("stream"):
         first = await anext(events)  # (a refusal is still a clean JSON error reply)
-        return StreamingResponse(streamed(first, events, rid, created, kind), media_type="text/event-stream")
+        return StreamingResponse(streamed(first, events, rid, created, kind, model), media_type="text/event-stream")
     text, done = "", None
     async for event in events:
         if isinstance(event, GenerateChunk):
@@ -104,9 +104,8 @@ def whole(rid: str, created: int, kind: str, done: GenerateDone, text: str) -> d
                       "prompt_tokens_details": {"cached_tokens": u.cached_tokens}}}
 
 
-async def streamed(first, events, rid: str, created: int, kind: str):
+async def streamed(first, events, rid: str, created: int, kind: str, model: str):
     chunk_kind = "chat.completion.chunk" if kind == "chat.completion" else "text_completion"
-    model = ""
 
     def chunk(delta: dict | str, finish: str | None) -> bytes:
         choice = ({"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None} if kind == "chat.completion"
@@ -127,7 +126,6 @@ async def streamed(first, events, rid: str, created: int, kind: str):
                 started = True
                 yield chunk({"content": event.text} if kind == "chat.completion" else event.text, None)
             elif isinstance(event, GenerateDone):
-                model = event.model.id
                 yield chunk({} if kind == "chat.completion" else "", "length" if event.finish_reason == "length" else "stop")
     except Exception as exc:  # mid-stream: the status is sent already, so the error is an event
         err = from_exception(exc)

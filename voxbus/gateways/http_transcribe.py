@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from voxbus.client import ModelClient
-from voxbus.gateways.api_errors import ApiError
+from voxbus.gateways.api_errors import ApiError, from_exception
 from voxbus.ingest import decode_audio
 from voxbus.messages.text import Segment, Transcript
 from voxbus.transcribe_job import FileJob, session_id_for, to_srt, to_vtt, transcribe_jobs
@@ -109,8 +109,9 @@ async def streamed(gw, job: FileJob):
         await run
         failed(job)
         yield sse({"type": "transcript.text.done", "text": job.text})
-    except ApiError as exc:
-        yield sse({"type": "error", "error": {"message": exc.message, "code": exc.code}})
+    except Exception as exc:  # (the status is sent already: the error goes as an event)
+        err = from_exception(exc)
+        yield sse({"type": "error", "error": {"message": err.message, "code": err.code}})
     finally:
         run.cancel()
 

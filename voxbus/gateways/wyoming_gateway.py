@@ -19,6 +19,8 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
@@ -37,6 +39,7 @@ from voxbus.messages import codec
 from voxbus.messages.audio import AudioFormat
 from voxbus.messages.control import SessionTranscribed
 from voxbus.messages.status import ServiceStatus
+from voxbus.subjects import Subjects
 from voxbus.messages.text import Transcript as VoxTranscript
 
 log = logging.getLogger(__name__)
@@ -98,11 +101,17 @@ class WyomingHandler(AsyncEventHandler):
         except (VoxbusError, asyncio.TimeoutError) as exc:
             log.warning("wyoming %s failed: %s", event.type, exc)
             await self.write_event(Error(text=str(exc) or "timed out", code=getattr(exc, "code", "error")).event())
-            await self._close_session()
+            await self._end_session("error")
         return True
 
     async def _start(self, start: AudioStart) -> None:
-        await self._close_session()
+        await self._end_session("restarted")  # (a second audio-start: the first session ends cleanly)
+        try:
+            await self.bus.nc.request(Subjects.micro("PING", self.bus.subjects.service_name("stt")), b"", timeout=2.0)
+        except NoRespondersError:
+            raise VoxbusError("no STT service runs on this bus: start `voxbus stt` or `voxbus up`") from None
+        except NatsTimeout:
+            pass  # (registered but busy: the audio waits its turn in the stream)
         if start.width not in SAMPLE or start.width == 1:
             raise VoxbusError(f"audio of {start.width}-byte samples: send 16- or 32-bit PCM")
         sid = f"wyoming-{uuid.uuid4().hex[:12]}"
@@ -164,15 +173,20 @@ class WyomingHandler(AsyncEventHandler):
             await sub.unsubscribe()
         self.subs = []
 
-    async def disconnect(self) -> None:
-        self.counters["open"] -= 1
-        if self.publisher is not None:  # the client left mid-utterance: end the session cleanly
+    async def _end_session(self, reason: str) -> None:
+        """A session still open here (an error, a new audio-start, the client gone): its end event,
+        so the STT finishes it now rather than after stt.session_idle."""
+        if self.publisher is not None:
             pub, self.publisher = self.publisher, None
             try:
-                await pub.end(reason="client_gone")
+                await pub.end(reason=reason)
             except Exception:
-                log.exception("ending the session of a departed wyoming client failed")
+                log.exception("ending a wyoming session (%s) failed", reason)
         await self._close_session()
+
+    async def disconnect(self) -> None:
+        self.counters["open"] -= 1
+        await self._end_session("client_gone")
 
 
 @contextlib.asynccontextmanager
@@ -185,7 +199,7 @@ async def serving(bus: Bus, uri: str, zeroconf: bool = False) -> AsyncIterator[s
     if not host or not port.isdigit():
         raise ConfigError(f"wyoming.uri {uri!r}: expected tcp://HOST:PORT")
     server = AsyncTcpServer(host, int(port))
-    counters = {"connections": 0, "open": 0}
+    counters = {"connections": 0, "open": 0}  # ("open" is reported as sessions: it goes down too)
 
     def handler(reader, writer) -> WyomingHandler:
         counters["connections"] += 1
@@ -194,7 +208,8 @@ async def serving(bus: Bus, uri: str, zeroconf: bool = False) -> AsyncIterator[s
     await server.start(handler)
     bound = server._server.sockets[0].getsockname()[1]  # (the wyoming server keeps asyncio's server there)
     micro = await discovery.announce(bus, "wyoming", "voxbus Wyoming server (a gateway)", f"tcp://{host}:{bound}",
-                           lambda: ServiceStatus(service="wyoming", sessions=counters["open"], counters=dict(counters)))
+                           lambda: ServiceStatus(service="wyoming", sessions=counters["open"],
+                                                 counters={"connections": counters["connections"]}))
     if zeroconf:
         from wyoming.zeroconf import HomeAssistantZeroconf
 

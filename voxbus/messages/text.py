@@ -94,6 +94,9 @@ class PartialTranscript(Struct, kw_only=True):
     closing: bool = False
     """Made of exactly the audio the utterance's final will have if it ends here (the speaker
     paused): what a client, or the assistant, may act on early."""
+    hypothesis: str = ""
+    """With `closing`: the decode exactly as the final would say it (`text` keeps the stable
+    words as first written, so it may differ in case or punctuation)."""
     model: ModelRef | None = None
 
 

@@ -61,6 +61,7 @@ class SessionPartials:
     agreement: LocalAgreement = field(default_factory=LocalAgreement)
     revision: int = 0
     heard: int = 0  # cutter position the last interim decode covered
+    published_end: int = 0  # audio end of the last partial published
     task: asyncio.Task | None = None  # the interim decode (or start-event lookup) in flight
     early: EarlyFinal | None = None
 
@@ -90,20 +91,22 @@ class PartialMaker:
             p = s.partials = SessionPartials()
         key = (s.next_utterance, c.start)
         if p.utterance != key:  # a new utterance (or one cut at max_utterance): start afresh
-            p.utterance, p.agreement, p.revision, p.heard = key, LocalAgreement(), 0, c.start
+            p.utterance, p.agreement, p.revision, p.heard, p.published_end = key, LocalAgreement(), 0, c.start, 0
         if self.cfg.early_final:
             cut = c.would_end()
             if cut is not None and (p.early is None or p.early.cut != cut):
+                self.early_in_flight += 1
                 p.early = EarlyFinal(cut, asyncio.create_task(self._early(s, p, key, cut), name=f"stt-early-{s.sid}"))
-        if not self.cfg.partials or p.task is not None:
+        if p.task is not None:
             return
-        if p.enabled is None:
+        if p.enabled is None:  # (its start event may turn them on or off, whatever stt.partials says)
             p.task = asyncio.create_task(self._read_start(s, p), name=f"stt-partials-{s.sid}")
             return
         due = self.first if p.revision == 0 else p.interval
         if not p.enabled or c.pos - p.heard < due or c.silence or not self._room():
             return  # (in a pause the early final speaks for it)
         p.heard = c.pos
+        self.in_flight += 1  # (counted now: the rest of this VAD pass must see it)
         p.task = asyncio.create_task(self._interim(s, p, key, c.start, c.pos), name=f"stt-partial-{s.sid}")
 
     def _room(self) -> bool:
@@ -134,13 +137,13 @@ class PartialMaker:
             p.task = None
             return
         p.enabled = self.cfg.partials if start is None or start.partials is None else start.partials
+        # (a session that turned partials on itself needs early finals too, even with stt.partials off)
         interval = float(self.cfg.partial_interval) if start is None or start.partial_interval is None \
             else start.partial_interval
         p.interval = round(interval * RATE)
         p.task = None
 
     async def _interim(self, s: SessionState, p: SessionPartials, key: tuple[int, int], start: int, end: int) -> None:
-        self.in_flight += 1
         try:
             reply = await self.models.transcribe(
                 s.slice(start, end).tobytes(), MODEL_FORMAT, model=self.cfg.model, language=self.cfg.language,
@@ -155,11 +158,10 @@ class PartialMaker:
             p.task = None
 
     async def _early(self, s: SessionState, p: SessionPartials, key: tuple[int, int], cut: Cut) -> TranscribeReply | None:
-        self.early_in_flight += 1
         try:
             reply = await self.models.transcribe(
                 s.slice(cut.start, cut.end).tobytes(), MODEL_FORMAT, model=self.cfg.model, language=self.cfg.language,
-                words=self.cfg.words, session=s.sid, deadline=time.monotonic() + INTERIM_DEADLINE_S)
+                words=self.cfg.words, session=s.sid)  # (the client's deadline, as the final's own request)
         except Exception as exc:  # the final asks again
             log.debug("session %s: early final failed (%s)", s.sid, exc)
             return None
@@ -179,21 +181,22 @@ class PartialMaker:
                        reply: TranscribeReply, closing: bool) -> None:
         # Only while that utterance is still open here: none comes after (or instead of) its final.
         if (self.sessions.get(s.sid) is not s or s.released or p.utterance != key or s.pending
-                or (s.next_utterance, s.cutter.start) != key or not reply.text.strip()):
-            return
+                or (s.next_utterance, s.cutter.start) != key or not reply.text.strip() or end < p.published_end):
+            return  # (an older decode answering after a newer one: its text would go backwards)
+        p.published_end = end
         text, stable = p.agreement.update(reply.text)
         t0 = s.t0 or 0.0
         partial = PartialTranscript(session=s.sid, utterance=key[0], revision=p.revision, text=text, stable=stable,
                                     start=round(t0 + key[1] / RATE, 3), end=round(t0 + end / RATE, 3),
-                                    closing=closing, model=reply.model)
+                                    closing=closing, hypothesis=reply.text if closing else "", model=reply.model)
         p.revision += 1
         self.published += 1
         await self.bus.nc.publish(self.bus.subjects.partial(s.sid), codec.encode(partial))
 
     def forget_all(self) -> None:
-        """Stopping: end every decode in flight (what they would publish is no loss)."""
+        """Stopping: end the interim decodes in flight (what they would publish is no loss). Early
+        finals are left to end by themselves (within their deadline): a final may be waiting on one."""
         for s in self.sessions.values():
             p = s.partials
-            for task in (p.task, p.early.task if p.early else None) if p is not None else ():
-                if task is not None and not task.done():
-                    task.cancel()
+            if p is not None and p.task is not None and not p.task.done():
+                p.task.cancel()

@@ -11,7 +11,6 @@ session and the utterance is given up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Callable
@@ -53,11 +52,12 @@ class TranscriptWriter:
         self.stopping = stopping
         self.on_stage = on_stage
         self.early: EarlyLookup | None = None
-        self.in_flight = 0  # utterances being transcribed now (interim decodes wait while any is)
+        self.in_flight = 0  # sessions whose utterances are being transcribed (interim decodes wait meanwhile)
 
     def start(self, s: SessionState) -> None:
         """Make sure the session's utterances are being worked through."""
         if s.pending and s.worker is None and not s.released:
+            self.in_flight += 1  # (counted now: interim decodes in the same VAD pass must wait)
             s.worker = asyncio.create_task(self._work(s), name=f"stt-{s.sid}")
 
     async def _work(self, s: SessionState) -> None:
@@ -84,6 +84,7 @@ class TranscriptWriter:
                 await ack(s.settled())
         finally:
             s.worker = None
+            self.in_flight -= 1
         await self.finish_if_done(s)
 
     def _retry_model_error(self, exc: Exception) -> bool | float:
@@ -95,19 +96,18 @@ class TranscriptWriter:
         return exc.retry_after or True  # an overloaded manager says when
 
     async def _transcribe(self, s: SessionState, u: Utterance):
-        self.in_flight += 1
-        try:
-            return await self._transcribe_once(s, u)
-        finally:
-            self.in_flight -= 1
-
-    async def _transcribe_once(self, s: SessionState, u: Utterance):
         early = self.early(s, u.start, u.end) if self.early is not None else None
         if early is not None:  # decoded from this very audio while the pause went on (partials.py)
-            with contextlib.suppress(Exception):
-                reply = await early
-                if reply is not None:
-                    return reply
+            try:
+                reply = await asyncio.shield(early)
+            except asyncio.CancelledError:
+                if not early.cancelled():
+                    raise  # this worker is being stopped
+                reply = None
+            except Exception:  # the early decode failed: decode anew
+                reply = None
+            if reply is not None:
+                return reply
         try:
             async for attempt in stamina.retry_context(on=self._retry_model_error, **FOREVER):
                 with attempt:

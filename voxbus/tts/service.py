@@ -191,7 +191,11 @@ class TtsService(BusService):
                 continue
             epoch = s.epoch
             if piece.release:
-                await self._release(s, piece.turn)
+                try:
+                    await self._release(s, piece.turn)
+                except Exception as exc:  # (the bus away: the held audio is lost, the turn goes on)
+                    log.exception("session %s: releasing turn %d's held audio failed", s.sid, piece.turn)
+                    await self._error(s.sid, "unavailable", f"the first words of reply {piece.turn} were lost: {exc!r}")
                 continue
             try:
                 if piece.text:

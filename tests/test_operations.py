@@ -120,7 +120,17 @@ async def test_metrics_parse_and_the_request_counter_rises_by_exactly_the_reques
             for text in ("One.", "Two.", "Three."):
                 await client.synthesize(text)
             after = await scrape(url)
+        standalone = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "voxbus", "metrics", "--port", "0", "--nats", nats_server.url,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        try:
+            banner = (await asyncio.wait_for(standalone.stdout.readline(), 60)).decode()
+            alone = await scrape(re.search(r"(http://\S+)/metrics", banner).group(1))
+        finally:
+            standalone.send_signal(signal.SIGINT)
+            assert await asyncio.wait_for(standalone.wait(), 30) == 0
     assert after[key] - before[key] == 3, (before.get(key), after.get(key))
+    assert alone[key] == after[key]  # `voxbus metrics` serves the same figures
     assert after[("voxbus_manager_reachable", ())] == 1
     assert after[("voxbus_model_memory_bytes", (("kind", "tts"), ("memory", "ram"), ("model", "piper-joe")))] > 0
     assert after[("voxbus_model_state", (("kind", "tts"), ("model", "piper-joe"), ("state", "loaded")))] == 1

@@ -16,15 +16,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
-
-    import uvicorn
     from starlette.applications import Starlette
     from starlette.responses import Response
     from starlette.routing import Route
 
     from voxbus.bus import open_bus
     from voxbus.cli import load_for, run_async, stop_on_signals
+    from voxbus.gateways.http_app import served
     from voxbus.metrics import CONTENT_TYPE, exposition
 
     config = load_for(args)
@@ -35,20 +33,10 @@ def run(args: argparse.Namespace) -> int:
             async def scrape(request) -> Response:
                 return Response(await exposition(bus), media_type=CONTENT_TYPE)
 
-            app = Starlette(routes=[Route("/metrics", scrape, methods=["GET"])])
-            server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
-                                                   lifespan="off", access_log=False))
-            task = asyncio.create_task(server.serve())
-            while not server.started and not task.done():
-                await asyncio.sleep(0.02)
-            if task.done():
-                await task
-                return 1
-            port = server.servers[0].sockets[0].getsockname()[1]
-            print(f"voxbus metrics: http://{args.host}:{port}/metrics (NATS {bus.url}); Ctrl-C to stop", flush=True)
-            await stop.wait()
-            server.should_exit = True
-            await task
+            async with served(Starlette(routes=[Route("/metrics", scrape, methods=["GET"])]), args.host,
+                              args.port) as url:
+                print(f"voxbus metrics: {url}/metrics (NATS {bus.url}); Ctrl-C to stop", flush=True)
+                await stop.wait()
         return 0
 
     return run_async(serve)

@@ -218,10 +218,9 @@ def build_app(gateway: HttpGateway) -> Starlette:
 
 
 @contextlib.asynccontextmanager
-async def serving(bus: Bus, host: str, port: int, api_key: str | None = None) -> AsyncIterator[str]:
-    """Serve the API until the block ends; yields its base URL (the real port when `port` is 0)."""
-    gateway = HttpGateway(bus, api_key)
-    app = build_app(gateway)
+async def served(app, host: str, port: int) -> AsyncIterator[str]:
+    """uvicorn serving `app` in this event loop until the block ends; yields its base URL (the
+    real port when `port` is 0)."""
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
                                            access_log=False))
     task = asyncio.create_task(server.serve(), name="voxbus-http")
@@ -230,12 +229,20 @@ async def serving(bus: Bus, host: str, port: int, api_key: str | None = None) ->
             await task  # (it failed to bind: say why)
             raise RuntimeError("the HTTP server stopped before it started")
         await asyncio.sleep(0.02)
-    bound = server.servers[0].sockets[0].getsockname()[1]
-    url = f"http://{host}:{bound}"
-    micro = await announce(bus, "http", "voxbus OpenAI-compatible API (a gateway)", url, gateway.status)
     try:
-        yield url
+        yield f"http://{host}:{server.servers[0].sockets[0].getsockname()[1]}"
     finally:
-        await micro.stop()
         server.should_exit = True
         await task
+
+
+@contextlib.asynccontextmanager
+async def serving(bus: Bus, host: str, port: int, api_key: str | None = None) -> AsyncIterator[str]:
+    """Serve the API until the block ends; yields its base URL."""
+    gateway = HttpGateway(bus, api_key)
+    async with served(build_app(gateway), host, port) as url:
+        micro = await announce(bus, "http", "voxbus OpenAI-compatible API (a gateway)", url, gateway.status)
+        try:
+            yield url
+        finally:
+            await micro.stop()

@@ -104,6 +104,14 @@ async def gateway_round(url: str, wavs: list[bytes]) -> float:
     return (await in_process(upload_all, (url, wavs), timeout=600))["seconds"]
 
 
+def report(conn, run) -> None:
+    """In a helper process: the seconds `run()` took, or why it failed, back on `conn`."""
+    try:
+        conn.send({"seconds": asyncio.run(run())})
+    except Exception as exc:
+        conn.send({"error": repr(exc)})
+
+
 def upload_all(url: str, wavs: list[bytes], conn) -> None:
     """In the helper process: every upload at once through the openai client; the time they took."""
     async def run() -> float:
@@ -116,10 +124,7 @@ def upload_all(url: str, wavs: list[bytes], conn) -> None:
             raise RuntimeError("an upload came back without text")
         return took
 
-    try:
-        conn.send({"seconds": asyncio.run(run())})
-    except Exception as exc:
-        conn.send({"error": repr(exc)})
+    report(conn, run)
 
 
 async def direct_round(bus, wavs: list[bytes]) -> float:
@@ -146,10 +151,7 @@ def publish_all(nats_url: str, wavs: list[bytes], conn) -> None:
             raise RuntimeError("a session came back without text")
         return took
 
-    try:
-        conn.send({"seconds": asyncio.run(run())})
-    except Exception as exc:
-        conn.send({"error": repr(exc)})
+    report(conn, run)
 
 
 if __name__ == "__main__":

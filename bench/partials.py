@@ -25,7 +25,7 @@ import numpy as np
 
 from benchkit import cpu_model, pct, temp_dir
 from stt_batching import SENTENCES, wer
-from voxbus.audio import encode_pcm, pcm_to_float, to_mono
+from voxbus.audio import encode_pcm, pcm_to_float, to_mono, voiced_span
 from voxbus.client import ModelClient
 from voxbus.config import load_config
 from voxbus.ingest import SessionPublisher
@@ -50,13 +50,6 @@ class Heard:
     first_partial: dict[int, float] = field(default_factory=dict)
     finals: dict[int, tuple[float, Transcript]] = field(default_factory=dict)
     partials: int = 0
-
-
-def voiced_span(x: np.ndarray, rate: int) -> tuple[float, float]:
-    hop = rate // 100
-    rms = np.sqrt(np.mean(x[: len(x) // hop * hop].reshape(-1, hop) ** 2, axis=1))
-    on = np.nonzero(rms > 0.1 * rms.max())[0]
-    return on[0] / 100, (on[-1] + 1) / 100
 
 
 async def speak(client: ModelClient, texts: list[str]) -> Spoken:

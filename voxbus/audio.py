@@ -109,3 +109,12 @@ def compact_pcm(data: bytes, fmt: AudioFormat) -> tuple[bytes, AudioFormat]:
     if fmt == COMPACT:
         return data, fmt
     return float_to_pcm(pcm_to_model_input(data, fmt, MODEL_RATE), MODEL_RATE, COMPACT), COMPACT
+
+
+def voiced_span(samples: np.ndarray, rate: int) -> tuple[float, float]:
+    """(start, end) in seconds of the voiced part of mono `samples`: the first and last 10 ms whose
+    RMS is above a tenth of the loudest (the whole length when nothing is)."""
+    hop = max(rate // 100, 1)
+    rms = np.sqrt(np.mean(samples[: len(samples) // hop * hop].reshape(-1, hop) ** 2, axis=1))
+    on = np.nonzero(rms > 0.1 * rms.max())[0] if len(rms) else []
+    return (float(on[0] / 100), float((on[-1] + 1) / 100)) if len(on) else (0.0, len(samples) / rate)

@@ -14,9 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from voxbus.audio import frame_bytes, pcm_to_float, to_mono
+from voxbus.audio import frame_bytes, pcm_to_float, to_mono, voiced_span
 from voxbus.client import ModelClient
 from voxbus.ingest import SessionPublisher
 from voxbus.messages import AudioFormat, PartialTranscript, ReplyChunk, Transcript, codec
@@ -115,11 +113,7 @@ async def voice_turn(pipe: Pipeline, question: str, wav_out: Path | None, *, ech
 
 def voiced_end(pcm: bytes, fmt: AudioFormat) -> float:
     """Seconds from the audio's start to the end of its last voiced 10 ms."""
-    x = to_mono(pcm_to_float(pcm, fmt))
-    hop = max(fmt.rate // 100, 1)
-    rms = np.sqrt(np.mean(x[: len(x) // hop * hop].reshape(-1, hop) ** 2, axis=1))
-    on = np.nonzero(rms > 0.1 * rms.max())[0] if len(rms) else []
-    return (on[-1] + 1) / 100 if len(on) else len(x) / fmt.rate
+    return voiced_span(to_mono(pcm_to_float(pcm, fmt)), fmt.rate)[1]
 
 
 def echo_stdout(text: str) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from tests.helpers import embedded_config, make_config, run_voxbus, running_manager
 from voxbus.client import ModelClient
+from voxbus.errors import ModelError
 from voxbus.server import NatsServer
 
 pytestmark = [pytest.mark.models, pytest.mark.asyncio]
@@ -97,7 +98,8 @@ async def test_events_show_the_load_and_the_eviction_the_test_caused(nats_server
 
 async def test_metrics_parse_and_the_request_counter_rises_by_exactly_the_requests_made(nats_server, tmp_path):
     """/metrics on `voxbus http` parses with prometheus_client's own parser; the model's request
-    counter rises by exactly the synthesize requests this test made."""
+    counter rises by exactly the synthesize requests this test made, its errors by the refusals
+    they got (by code), and its latency histogram by the requests served."""
     from prometheus_client.parser import text_string_to_metric_families
 
     from voxbus.gateways.http_app import serving
@@ -111,14 +113,24 @@ async def test_metrics_parse_and_the_request_counter_rises_by_exactly_the_reques
         families.update(f.name for f in parsed)  # (a family with no sample here is still declared)
         return {(s.name, tuple(sorted(s.labels.items()))): s.value for family in parsed for s in family.samples}
 
-    key = ("voxbus_model_requests_total", (("kind", "tts"), ("model", "piper-joe")))
-    async with running_manager(make_config(nats_server.url, tmp_path / "cache")) as (bus, manager):
+    tts = (("kind", "tts"), ("manager", "test-manager"), ("model", "piper-joe"))
+    key = ("voxbus_model_requests_total", tts)
+    count = ("voxbus_model_inference_seconds_count", tts)
+    refused = ("voxbus_model_errors_total", tuple(sorted((*tts, ("code", "overloaded")))))
+    config = make_config(nats_server.url, tmp_path / "cache", manager={"max_queue": {"tts": 1}})
+    async with running_manager(config) as (bus, manager):
         client = ModelClient.from_bus(bus)
         await client.synthesize("Warm up.")
         async with serving(bus, "127.0.0.1", 0) as url:
             before = await scrape(url)
             for text in ("One.", "Two.", "Three."):
                 await client.synthesize(text)
+            # A burst over the queue limit of 1: some are refused `overloaded`, and counted so.
+            burst = await asyncio.gather(*(client.synthesize(f"Burst number {i}.") for i in range(6)),
+                                         return_exceptions=True)
+            overloaded = sum(isinstance(r, ModelError) and r.code == "overloaded" for r in burst)
+            assert overloaded >= 1 and all(isinstance(r, ModelError) and r.code == "overloaded" or
+                                           not isinstance(r, BaseException) for r in burst), burst
             after = await scrape(url)
         standalone = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "voxbus", "metrics", "--port", "0", "--nats", nats_server.url,
@@ -129,11 +141,17 @@ async def test_metrics_parse_and_the_request_counter_rises_by_exactly_the_reques
         finally:
             standalone.send_signal(signal.SIGINT)
             assert await asyncio.wait_for(standalone.wait(), 30) == 0
-    assert after[key] - before[key] == 3, (before.get(key), after.get(key))
+    assert after[key] - before[key] == 3 + 6, (before.get(key), after.get(key))  # (refusals are requests too)
+    assert after[refused] - before.get(refused, 0) == overloaded
+    assert after[count] - before[count] == 3 + 6 - overloaded  # one latency per request served
+    buckets = sorted((float(dict(labels)["le"]), v) for (name, labels), v in after.items()
+                     if name == "voxbus_model_inference_seconds_bucket" and set(tts) <= set(labels))
+    assert buckets[-1] == (float("inf"), after[count]) and all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:]))
+    assert 0 < after[("voxbus_model_inference_seconds_sum", tts)] < 60 * after[count]
     assert alone[key] == after[key]  # `voxbus metrics` serves the same figures
     assert after[("voxbus_manager_reachable", ())] == 1
-    assert after[("voxbus_model_memory_bytes", (("kind", "tts"), ("memory", "ram"), ("model", "piper-joe")))] > 0
-    assert after[("voxbus_model_state", (("kind", "tts"), ("model", "piper-joe"), ("state", "loaded")))] == 1
+    assert after[("voxbus_model_memory_bytes", (*tts[:2], ("memory", "ram"), tts[2]))] > 0
+    assert after[("voxbus_model_state", (*tts, ("state", "loaded")))] == 1
     assert any(name == "voxbus_process_up" and dict(labels)["kind"] == "manager" for name, labels in after)
     assert any(name == "voxbus_stream_max_bytes" for name, _ in after)
     # docs/OPERATIONS.md's dashboard and alerts name only metrics the exporter writes.

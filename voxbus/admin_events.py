@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import datetime
 
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from voxbus.bus import Bus
 from voxbus.config.units import Duration
 from voxbus.errors import ConfigError, ProtocolError
+from voxbus.history import start_at
 from voxbus.messages import codec
 from voxbus.messages.admin import AdminEvent, CacheEvent, ModelEvent, ResourceSnapshot, RetentionWarning
 
@@ -45,10 +46,7 @@ def about_model(event, model: str | None) -> bool:
 async def events(bus: Bus, since: float | None = None, *, follow: bool = False,
                  model: str | None = None) -> AsyncIterator[AdminEvent]:
     s = bus.subjects
-    start = {"deliver_policy": DeliverPolicy.ALL}
-    if since is not None:
-        start = {"deliver_policy": DeliverPolicy.BY_START_TIME,
-                 "opt_start_time": datetime.fromtimestamp(since, timezone.utc).isoformat()}
+    start = start_at(since)
     if follow:  # an ordered push consumer: history first, then live, in order, resumed after reconnects
         sub = await bus.js.subscribe(s.all_admin(), stream=s.stream("admin"), ordered_consumer=True,
                                      config=ConsumerConfig(**start))

@@ -7,6 +7,7 @@ Each read uses its own ephemeral pull consumer with no acknowledgements: live du
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from typing import AsyncIterator
 
 from nats.aio.msg import Msg
@@ -19,10 +20,20 @@ log = logging.getLogger(__name__)
 BATCH = 1000
 
 
-async def stored(js: JetStreamContext, stream: str, subject: str, *, batch: int = BATCH) -> AsyncIterator[Msg]:
-    """Every message stored on `subject` (wildcards allowed) at the time of the call, oldest first."""
-    config = ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=30.0,
-                            mem_storage=True, max_ack_pending=-1)
+def start_at(since: float | None) -> dict:
+    """Consumer settings that deliver from `since` (Unix time), or from the stream's start."""
+    if since is None:
+        return {"deliver_policy": DeliverPolicy.ALL}
+    return {"deliver_policy": DeliverPolicy.BY_START_TIME,
+            "opt_start_time": datetime.fromtimestamp(since, timezone.utc).isoformat()}
+
+
+async def stored(js: JetStreamContext, stream: str, subject: str, *, batch: int = BATCH,
+                 since: float | None = None) -> AsyncIterator[Msg]:
+    """Every message stored on `subject` (wildcards allowed) at the time of the call, oldest first;
+    with `since` (Unix time), only those stored from then on."""
+    config = ConsumerConfig(ack_policy=AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True,
+                            max_ack_pending=-1, **start_at(since))
     sub = await js.pull_subscribe(subject, stream=stream, config=config)
     try:
         info = await sub.consumer_info()

@@ -5,8 +5,9 @@ latency percentiles, decode speed, real-time factor, memory, load time), every v
 answers `$SRV.STATS` with its load and counters, and JetStream knows the streams' sizes. A scrape
 asks for all of it (in parallel, bounded by the discovery wait) and writes it in Prometheus's
 text format with prometheus_client. Names: `voxbus_` prefix, base units (seconds, bytes),
-`_total` on counters. Per-model figures come from the manager that answers the model list (with
-several managers, one of them); per-process ones come from every process.
+`_total` on counters. Per-model series carry a `manager` label: each manager is asked for its
+own list (its own subject), so with several managers none is missed and `sum by (model)` adds
+them up; latencies since start are real histograms (buckets, sum, count), so they add up too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from voxbus.bus import Bus
 from voxbus.client import ModelClient
@@ -25,15 +26,23 @@ STATES = ("unloaded", "loading", "loaded", "failed", "crashed", "quarantined")
 
 
 async def snapshot(bus: Bus) -> dict:
-    async def models():
+    """Every manager's models (each asked on its own subject), every process, every stream."""
+    client = ModelClient.from_bus(bus)
+
+    async def listed(manager: str | None):
         try:
-            return (await ModelClient.from_bus(bus).list_models(deadline=5.0)).models
-        except Exception:  # no manager: the rest of the deployment is still worth a scrape
+            return await client.list_models(deadline=3.0, manager=manager)
+        except Exception:  # (no manager, or a role that may only ask the group: the rest still counts)
             return None
 
-    listed, answers, stream_rows = await asyncio.gather(models(), discover(bus), streams(bus))
-    return {"models": listed, "processes": [process_row(a, bus.subjects.prefix) for a in answers],
-            "streams": stream_rows}
+    anyone, answers, stream_rows = await asyncio.gather(listed(None), discover(bus), streams(bus))
+    ids = [(a.get("metadata") or {}).get("manager") for a in answers
+           if a.get("name") == bus.subjects.service_name("model-manager")]
+    replies = [r for r in await asyncio.gather(*(listed(i) for i in ids if i)) if r is not None]
+    if not replies and anyone is not None:
+        replies = [anyone]
+    return {"managers": [(r.manager, r.models) for r in replies],
+            "processes": [process_row(a, bus.subjects.prefix) for a in answers], "streams": stream_rows}
 
 
 class _Snapshot:
@@ -43,17 +52,22 @@ class _Snapshot:
     def collect(self):
         snap = self.snap
         yield GaugeMetricFamily("voxbus_manager_reachable", "1 when a ModelManager answered the model list",
-                                value=0 if snap["models"] is None else 1)
-        yield from model_families(snap["models"] or [])
+                                value=1 if snap["managers"] else 0)
+        yield from model_families(snap["managers"])
         yield from process_families(snap["processes"])
         yield from stream_families(snap["streams"])
 
 
-def model_families(models) -> list:
-    labels = ["model", "kind"]
+def model_families(managers: list) -> list:
+    labels = ["model", "kind", "manager"]
     fam = {
-        "requests": CounterMetricFamily("voxbus_model_requests", "Requests the model served", labels=labels),
-        "errors": CounterMetricFamily("voxbus_model_errors", "Requests that failed", labels=labels),
+        "requests": CounterMetricFamily("voxbus_model_requests", "Requests the model served or refused", labels=labels),
+        "errors": CounterMetricFamily("voxbus_model_errors", "Requests that failed or were refused, by error code",
+                                      labels=[*labels, "code"]),
+        "queue_h": HistogramMetricFamily("voxbus_model_queue_wait_seconds", "Time requests waited before they started",
+                                         labels=labels),
+        "inf_h": HistogramMetricFamily("voxbus_model_inference_seconds", "Time requests ran (a batch's shared)",
+                                       labels=labels),
         "queue": GaugeMetricFamily("voxbus_model_queue_wait_p50_seconds", "Median wait in the model's queue, recent requests", labels=labels),
         "inf50": GaugeMetricFamily("voxbus_model_inference_p50_seconds", "Median inference time, recent requests", labels=labels),
         "inf95": GaugeMetricFamily("voxbus_model_inference_p95_seconds", "95th percentile inference time, recent requests", labels=labels),
@@ -64,22 +78,32 @@ def model_families(models) -> list:
         "waiting": GaugeMetricFamily("voxbus_model_queue_length", "Requests running or waiting now", labels=labels),
         "state": GaugeMetricFamily("voxbus_model_state", "1 for the model's current state", labels=[*labels, "state"]),
     }
-    for m in models:
-        lv, x = [m.id, m.kind], m.metrics
-        fam["requests"].add_metric(lv, x.requests)
-        fam["errors"].add_metric(lv, x.errors)
-        fam["queue"].add_metric(lv, x.queue_ms_p50 / 1000)
-        fam["inf50"].add_metric(lv, x.inference_ms_p50 / 1000)
-        fam["inf95"].add_metric(lv, x.inference_ms_p95 / 1000)
-        fam["tps"].add_metric(lv, x.tokens_per_s)
-        fam["rtf"].add_metric(lv, x.real_time_factor)
-        fam["mem"].add_metric([*lv, "ram"], m.ram_bytes)
-        fam["mem"].add_metric([*lv, "vram"], m.vram_bytes)
-        fam["load"].add_metric(lv, x.load_ms / 1000)
-        fam["waiting"].add_metric(lv, m.queue)
-        for state in STATES:
-            fam["state"].add_metric([*lv, state], 1 if m.state == state else 0)
+    for manager, models in managers:
+        for m in models:
+            lv, x = [m.id, m.kind, manager], m.metrics
+            fam["requests"].add_metric(lv, x.requests)
+            for code, n in (x.errors_by_code or ({"unknown": x.errors} if x.errors else {})).items():
+                fam["errors"].add_metric([*lv, code], n)
+            for key, hist in (("queue_h", x.queue_seconds), ("inf_h", x.inference_seconds)):
+                if hist is not None:
+                    buckets = [(_bound(b), n) for b, n in zip(hist.bounds, hist.counts)] + [("+Inf", hist.count)]
+                    fam[key].add_metric(lv, buckets, sum_value=hist.sum)
+            fam["queue"].add_metric(lv, x.queue_ms_p50 / 1000)
+            fam["inf50"].add_metric(lv, x.inference_ms_p50 / 1000)
+            fam["inf95"].add_metric(lv, x.inference_ms_p95 / 1000)
+            fam["tps"].add_metric(lv, x.tokens_per_s)
+            fam["rtf"].add_metric(lv, x.real_time_factor)
+            fam["mem"].add_metric([*lv, "ram"], m.ram_bytes)
+            fam["mem"].add_metric([*lv, "vram"], m.vram_bytes)
+            fam["load"].add_metric(lv, x.load_ms / 1000)
+            fam["waiting"].add_metric(lv, m.queue)
+            for state in STATES:
+                fam["state"].add_metric([*lv, state], 1 if m.state == state else 0)
     return list(fam.values())
+
+
+def _bound(seconds: float) -> str:
+    return repr(float(seconds))  # (Prometheus's `le` label: "0.005", "1.0")
 
 
 def process_families(rows: list[dict]) -> list:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, AsyncIterator
 
 import msgspec
@@ -107,14 +106,16 @@ async def paced(events: list[ReplayEvent], original: bool) -> AsyncIterator[Repl
         yield ev
 
 
-def write_wav(replay: Replay, path: str | Path) -> tuple[int, AudioFormat] | None:
-    """The replayed frames as one WAV in the first frame's format (samples exactly as published;
-    frames in another format are converted to it). Returns (frames written, format)."""
+def write_wav(replay: Replay, path) -> tuple[int, AudioFormat] | None:
+    """The replayed frames as one WAV (to a path or a binary file object) in the first frame's
+    format (samples exactly as published; frames in another format are converted to it).
+    Returns (frames written, format)."""
     frames = [e for e in replay.events if e.kind == "audio"]
     if not frames:
         return None
     fmt: AudioFormat = frames[0].body.format
-    with sf.SoundFile(str(path), "w", samplerate=fmt.rate, channels=fmt.channels, subtype=WAV_SUBTYPES[fmt.sample],
+    target = path if hasattr(path, "write") else str(path)
+    with sf.SoundFile(target, "w", samplerate=fmt.rate, channels=fmt.channels, subtype=WAV_SUBTYPES[fmt.sample],
                       format="WAV") as out:
         for e in sorted(frames, key=lambda e: e.body.seq):
             pcm = e.payload if e.body.format == fmt else _convert(e.payload, e.body.format, fmt)

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         stop = stop_on_signals()
         async with open_bus(config, name="voxbus-http", embed=False) as bus:
             async with serving(bus, host, port, key) as url:
-                print(f"voxbus http: OpenAI-compatible API at {url}/v1 (NATS {bus.url}"
+                print(f"voxbus http: OpenAI-compatible API at {url}/v1, dashboard at {url}/ (NATS {bus.url}"
                       f"{', API key required' if key else ''}); Ctrl-C to stop", flush=True)
                 await stop.wait()
         return 0

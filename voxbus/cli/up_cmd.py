@@ -63,7 +63,7 @@ def gateways(bus, args):
         async with contextlib.AsyncExitStack() as stack:
             if args.http:
                 url = await stack.enter_async_context(http_app.serving(bus, bus.config.http.host, bus.config.http.port))
-                said += f", OpenAI API at {url}/v1"
+                said += f", OpenAI API at {url}/v1 (dashboard at {url}/)"
             if args.wyoming:
                 uri = await stack.enter_async_context(wyoming_gateway.serving(bus, bus.config.wyoming.uri,
                                                                               bus.config.wyoming.zeroconf))

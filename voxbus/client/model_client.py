@@ -146,8 +146,11 @@ class ModelClient:
         meta.part = 0
         return b"".join(parts), meta
 
-    async def list_models(self, kind: str | None = None, deadline: float | None = 10.0) -> ListModelsReply:
-        msg = await self.caller.request(self.subjects.model("admin", "list"),
+    async def list_models(self, kind: str | None = None, deadline: float | None = 10.0, *,
+                          manager: str | None = None) -> ListModelsReply:
+        """The models and their metrics, from any manager, or from the one with id `manager`."""
+        subject = self.subjects.model_at("admin", "list", manager) if manager else self.subjects.model("admin", "list")
+        msg = await self.caller.request(subject,
                                         codec.encode(ListModelsRequest(kind=kind)), None, deadline)
         return codec.decode(msg.data, ListModelsReply)
 

@@ -31,7 +31,9 @@ from voxbus import __version__
 from voxbus.bus import Bus
 from voxbus.client import ModelClient
 from voxbus.errors import VoxbusError
+from voxbus.gateways import dashboard
 from voxbus.gateways.api_errors import ApiError, from_exception
+from voxbus.gateways.dashboard_feed import DashboardFeed
 from voxbus.gateways.discovery import announce
 from voxbus.gateways.http_chat import chat_completions, completions
 from voxbus.gateways.http_speech import speech
@@ -58,6 +60,7 @@ class HttpGateway:
         self.started = time.time()
         self.counters = {"requests": 0, "errors": 0}  # (totals only: what is in flight is `pending`)
         self.in_flight = 0
+        self.feed = DashboardFeed(bus)
 
     def status(self) -> ServiceStatus:
         return ServiceStatus(service="http", pending=self.in_flight, counters=dict(self.counters))
@@ -173,7 +176,8 @@ class Guard:
 
         counters = self.gw.counters
         counters["requests"] += 1
-        self.gw.in_flight += 1
+        api = scope["path"].startswith("/v1/")  # (an open dashboard tab is not load)
+        self.gw.in_flight += api
 
         async def sent(message) -> None:
             if message["type"] == "http.response.start" and message["status"] >= 400:
@@ -182,11 +186,11 @@ class Guard:
         try:
             await self.app(scope, counted, sent)
         finally:
-            self.gw.in_flight -= 1
+            self.gw.in_flight -= api
 
     def _refuse(self, scope, headers: dict) -> ApiError | None:
         path = scope["path"]
-        if self.gw.api_key and path.startswith("/v1/"):
+        if self.gw.api_key and path.startswith(("/v1/", dashboard.API)):
             given = headers.get("authorization", "").removeprefix("Bearer ").strip()
             if not hmac.compare_digest(given.encode(), self.gw.api_key.encode()):
                 return ApiError(401, "a valid API key is required (Authorization: Bearer KEY)", "invalid_api_key")
@@ -206,7 +210,8 @@ def build_app(gateway: HttpGateway) -> Starlette:
               Route("/v1/models", list_models, methods=["GET"]),
               Route("/v1/models/{model:path}", get_model, methods=["GET"]),
               Route("/health", health, methods=["GET"]),
-              Route("/metrics", metrics, methods=["GET"])]
+              Route("/metrics", metrics, methods=["GET"]),
+              *dashboard.routes()]
     # Errors a handler raises on purpose are answered inside the middleware (counted, nothing
     # re-raised to the server); `Exception` is the last resort for bugs.
     app = Starlette(routes=routes, exception_handlers={ApiError: api_error, VoxbusError: api_error,

@@ -164,5 +164,5 @@ class TranscribeBatcher:
         error = exc if isinstance(exc, ModelError) else job_error(self.slot, exc)
         for p in batch:
             if not p.future.done():
-                self.slot.stats.record_error()
+                self.slot.stats.record_error(error.code)
                 p.future.set_exception(error)

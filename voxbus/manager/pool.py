@@ -113,11 +113,15 @@ class ModelPool:
     async def use(self, slot: ModelSlot, ctx: RequestContext | None = None) -> AsyncIterator[ModelSlot]:
         """Admit one request to a model: refused at once when quarantined or its queue is full;
         loads the model if needed; it cannot be evicted while any request holds it."""
+        refused = None
         if slot.crashes.quarantined:
-            raise quarantine_error(slot)
-        if len(slot.waiting) >= slot.max_queue:
-            raise Overloaded(f"model {slot.id} has {len(slot.waiting)} requests waiting (its limit); try again "
-                             f"later", retry_after=self._retry_after(slot))
+            refused = quarantine_error(slot)
+        elif len(slot.waiting) >= slot.max_queue:
+            refused = Overloaded(f"model {slot.id} has {len(slot.waiting)} requests waiting (its limit); try again "
+                                 f"later", retry_after=self._retry_after(slot))
+        if refused is not None:
+            slot.stats.record_error(refused.code)  # (refusals are what an operator most wants counted)
+            raise refused
         slot.inflight += 1
         if ctx is not None:
             slot.waiting[ctx.number] = None
@@ -157,8 +161,9 @@ class ModelPool:
         except Withdrawn:
             raise cancelled_error(ctx) from None
         except (WorkerDied, WorkerFailed, ModelError) as exc:
-            slot.stats.record_error()
-            raise job_error(slot, exc) from None
+            error = job_error(slot, exc)
+            slot.stats.record_error(error.code)
+            raise error from None
         finally:
             unhook()
         self.loader.measure(slot, max_age=1.0)  # inference grows a worker: keep the footprint true

@@ -72,7 +72,7 @@ class ModelManager:
         self.service = MicroService(
             nc, name=subjects.service_name(), version=__version__,
             description="voxbus ModelManager: every model behind one NATS service",
-            metadata={"manager": self.id, "pid": str(os.getpid())}, queue_group=subjects.queue_group("manager"),
+            metadata={"manager": self.id, "pid": str(os.getpid()), "host": socket.gethostname()}, queue_group=subjects.queue_group("manager"),
             stats_data=self._endpoint_data)
         await self.service.start()
         routes: list[tuple[str, str, Handler]] = [
@@ -85,6 +85,9 @@ class ModelManager:
         # This manager's own generate subject: a conversation's later turns come here, to its KV state.
         await self.service.add_endpoint("llm-generate-here", subjects.model_at("llm", "generate", self.id),
                                         self._handler("llm-generate", api.generate))
+        # ...and its own model list: metrics read every manager's counters, not one of the group's.
+        await self.service.add_endpoint("admin-list-here", subjects.model_at("admin", "list", self.id),
+                                        self._handler("admin-list", api.list_models))
         # Not micro endpoints: a stop must reach every manager, not one of the queue group.
         self._subs = [await nc.subscribe(subjects.all_control("interrupt"), cb=self._on_interrupt),
                       await nc.subscribe(subjects.model("llm", "cancel"), cb=self._on_cancel)]

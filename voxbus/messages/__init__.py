@@ -14,7 +14,7 @@ from voxbus.messages.control import (
 )
 from voxbus.messages.model import (
     ChatMessage, ErrorReply, GenerateCancel, GenerateChunk, GenerateDone, GenerateEvent, GenerateRequest,
-    GenerateTimings, ListModelsReply, ListModelsRequest, LoadModelRequest, ModelInfo, ModelMetrics,
+    GenerateTimings, Histogram, ListModelsReply, ListModelsRequest, LoadModelRequest, ModelInfo, ModelMetrics,
     ModelReply, SamplingOptions, SynthesizeReply, SynthesizeRequest, TranscribeReply,
     TranscribeRequest, UnloadModelRequest, Usage, WorkerInfo,
 )
@@ -24,7 +24,7 @@ from voxbus.messages.text import ModelRef, PartialTranscript, ReplyChunk, SayReq
 __all__ = [
     "AdminEvent", "AudioFormat", "AudioFrame", "CacheEvent", "ChatMessage", "ControlEvent",
     "ErrorReply", "GenerateCancel", "GenerateChunk", "GenerateDone", "GenerateEvent", "GenerateRequest",
-    "GenerateTimings", "GpuStats", "Interrupt", "ListModelsReply", "ListModelsRequest",
+    "GenerateTimings", "GpuStats", "Histogram", "Interrupt", "ListModelsReply", "ListModelsRequest",
     "LoadModelRequest", "LoadedModelStats", "META_HEADER", "ModelEvent", "ModelInfo",
     "ModelMetrics", "ModelRef", "ModelReply", "PartialTranscript", "ReplyChunk", "ResourceSnapshot", "RetentionWarning", "SAMPLE_WIDTH",
     "SampleType", "SamplingOptions", "SayRequest", "Segment", "ServiceStatus", "SessionEnd", "SessionError",

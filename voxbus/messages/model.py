@@ -162,6 +162,16 @@ class SynthesizeReply(Struct, kw_only=True):
 
 
 # -- admin -------------------------------------------------------------------------------------
+class Histogram(Struct, kw_only=True):
+    """Latencies since the manager started, in Prometheus's shape: `counts[i]` requests took at
+    most `bounds[i]` seconds (cumulative); `count` is all of them, `sum` their seconds."""
+
+    bounds: list[float]
+    counts: list[NonNegInt]
+    count: NonNegInt = 0
+    sum: float = 0.0
+
+
 class ModelMetrics(Struct, kw_only=True):
     requests: int = 0
     errors: int = 0
@@ -173,6 +183,12 @@ class ModelMetrics(Struct, kw_only=True):
     real_time_factor: float = 0.0
     """STT/TTS: seconds of compute per second of audio (lower is faster)."""
     load_ms: float = 0.0
+    errors_by_code: dict[str, int] = {}
+    """The failed requests by error code (`overloaded`, `model_crashed`, ...)."""
+    queue_seconds: Histogram | None = None
+    """How long requests waited before they started."""
+    inference_seconds: Histogram | None = None
+    """How long they ran (a batch's time shared by its requests)."""
 
 
 class WorkerInfo(Struct, kw_only=True):

@@ -1,0 +1,175 @@
+"""The dashboard's live feed: what happens on the bus, for every open browser tab.
+
+One set of core subscriptions per gateway (interim and final transcripts, assistant replies,
+session control events, ADMIN), opened when the first tab connects and closed with the last, so
+an idle gateway pays nothing. Each tab has a bounded queue: a tab that cannot keep up is told
+`lagged` and disconnected (it reconnects and starts over) instead of holding the gateway's
+memory. While anyone watches, a status snapshot (models, processes, streams: the same gathering
+as /metrics) is taken every `interval` seconds and shared by all tabs.
+
+A tab that connects first gets the last hour of ADMIN history (the events timeline) and the
+latest snapshot, then everything live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import msgspec
+
+from voxbus.admin_events import describe, events
+from voxbus.bus import Bus
+from voxbus.errors import ProtocolError
+from voxbus.messages import codec
+from voxbus.messages.admin import AdminEvent, ResourceSnapshot
+from voxbus.messages.control import ControlEvent
+from voxbus.messages.text import PartialTranscript, ReplyChunk, Transcript
+
+log = logging.getLogger(__name__)
+
+QUEUE = 2000
+"""Events a tab may fall behind by before it is dropped."""
+HISTORY_S = 3600.0
+HISTORY_MAX = 300
+
+
+def transcript_event(tr: Transcript) -> dict:
+    # (words and segments are the player's, read from the stream: the live view needs the text)
+    return {"session": tr.session, "utterance": tr.utterance, "text": tr.text, "start": tr.start, "end": tr.end,
+            "model": tr.model.id if tr.model else "", "timings": msgspec.to_builtins(tr.timings)}
+
+
+def admin_event(event) -> dict:
+    return {"ts": event.ts, "type": type(event).__name__, "line": describe(event),
+            "event": getattr(event, "event", ""), "model": getattr(event, "model", ""),
+            **({"resources": msgspec.to_builtins(event)} if isinstance(event, ResourceSnapshot) else {})}
+
+
+class DashboardFeed:
+    def __init__(self, bus: Bus, interval: float = 2.0) -> None:
+        self.bus = bus
+        self.interval = interval
+        self.tabs: set[asyncio.Queue] = set()
+        self.subs: list = []
+        self.ticker: asyncio.Task | None = None
+        self.last_status: dict | None = None
+        self.last_resources: dict | None = None
+        self.lock = asyncio.Lock()
+
+    async def watch(self) -> AsyncIterator[tuple[str, dict]]:
+        """(event name, data) for one tab, until it goes away or falls behind."""
+        queue: asyncio.Queue = asyncio.Queue(QUEUE)
+        async with self.lock:
+            if not self.tabs:
+                await self._open()
+            self.tabs.add(queue)
+        try:
+            yield "hello", {"prefix": self.bus.subjects.prefix, "interval": self.interval, "now": time.time()}
+            async for item in self._history():
+                yield item
+            if self.last_status is not None:
+                yield "status", self.last_status
+            while True:
+                name, data = await queue.get()
+                yield name, data
+                if name == "lagged":
+                    return
+        finally:
+            async with self.lock:
+                self.tabs.discard(queue)
+                if not self.tabs:
+                    await self._close()
+
+    async def _history(self) -> AsyncIterator[tuple[str, dict]]:
+        try:
+            past = [e async for e in events(self.bus, time.time() - HISTORY_S)]
+        except Exception as exc:  # (a role that may not read ADMIN: the rest of the page still works)
+            log.info("the dashboard cannot read the ADMIN history: %s", exc)
+            return
+        for event in past[-HISTORY_MAX:]:
+            data = admin_event(event)
+            if isinstance(event, ResourceSnapshot):
+                self.last_resources = data["resources"]
+            yield "admin", data
+
+    def _send(self, name: str, data: dict) -> None:
+        for queue in list(self.tabs):
+            try:
+                queue.put_nowait((name, data))
+            except asyncio.QueueFull:  # too slow: tell it (the one place kept free) and drop it
+                self.tabs.discard(queue)
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+                queue.put_nowait(("lagged", {"dropped_after": QUEUE}))
+
+    async def _open(self) -> None:
+        s, nc = self.bus.subjects, self.bus.nc
+        handlers = {s.all_partials(): self._on_partial, s.all_transcripts(): self._on_transcript,
+                    s.all_replies(): self._on_reply, s.all_control(): self._on_control, s.all_admin(): self._on_admin}
+        self.subs = [await nc.subscribe(subject, cb=cb) for subject, cb in handlers.items()]
+        self.ticker = asyncio.create_task(self._tick(), name="dashboard-status")
+
+    async def _close(self) -> None:
+        if self.ticker is not None:
+            self.ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.ticker
+            self.ticker = None
+        for sub in self.subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self.subs = []
+
+    async def status_now(self) -> dict:
+        """Models (None: no manager answered), processes, streams, and the latest resources."""
+        from voxbus.metrics import snapshot
+
+        snap = await snapshot(self.bus)
+        models = [{**msgspec.to_builtins(m), "manager": manager} for manager, ms in snap["managers"] for m in ms]
+        self.last_status = {"ts": time.time(), "models": models if snap["managers"] else None,
+                            "processes": snap["processes"], "streams": snap["streams"],
+                            "resources": self.last_resources}
+        return self.last_status
+
+    async def _tick(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                self._send("status", await self.status_now())
+            except Exception as exc:  # (the bus is away for a moment: the next tick tries again)
+                log.debug("dashboard status snapshot failed: %s", exc)
+            await asyncio.sleep(max(0.1, self.interval - (time.monotonic() - started)))
+
+    def _decoded(self, msg, tp):
+        try:
+            return codec.decode(msg.data, tp)
+        except ProtocolError:
+            return None  # (not ours to judge: the services that consume it report bad messages)
+
+    async def _on_partial(self, msg) -> None:
+        if (p := self._decoded(msg, PartialTranscript)) is not None:
+            self._send("partial", {"session": p.session, "utterance": p.utterance, "revision": p.revision,
+                                   "text": p.text, "stable": p.stable, "start": p.start, "end": p.end})
+
+    async def _on_transcript(self, msg) -> None:
+        if (tr := self._decoded(msg, Transcript)) is not None:
+            self._send("transcript", transcript_event(tr))
+
+    async def _on_reply(self, msg) -> None:
+        if (r := self._decoded(msg, ReplyChunk)) is not None:
+            self._send("reply", msgspec.to_builtins(r))
+
+    async def _on_control(self, msg) -> None:
+        if (ev := self._decoded(msg, ControlEvent)) is not None:
+            self._send("control", {"kind": msg.subject.rsplit(".", 1)[-1], **msgspec.to_builtins(ev)})
+
+    async def _on_admin(self, msg) -> None:
+        if (ev := self._decoded(msg, AdminEvent)) is not None:
+            data = admin_event(ev)
+            if isinstance(ev, ResourceSnapshot):
+                self.last_resources = data["resources"]
+            self._send("admin", data)

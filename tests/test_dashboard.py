@@ -149,6 +149,31 @@ async def test_dashboard_follows_a_live_session_and_shows_the_loaded_models(stac
     assert not await in_browser(js_errors, browser)
 
 
+async def test_a_tab_opened_mid_session_shows_what_it_said_so_far_then_the_rest_live(stack, browser):
+    bus, url, _, pcm, fmt = stack
+    sid = "dash-late-tab"
+    first = asyncio.Event()
+
+    async def on(msg) -> None:
+        first.set()
+
+    sub = await bus.nc.subscribe(bus.subjects.transcript(sid), cb=on)
+    speaking = asyncio.create_task(SessionPublisher(bus, sid, realtime=True).publish_pcm(pcm, fmt))
+    try:
+        await asyncio.wait_for(first.wait(), 60)
+        await in_browser(browser.get, url + "/")  # (a new page: it saw nothing of this session live)
+        final = f'[data-session="{sid}"] .final'
+        early = await in_browser(wait_for, browser, f"document.querySelector('{final}[data-utterance=\"0\"]')?.textContent", 10)
+        assert "museum" in early.lower()
+        await speaking
+        later = await in_browser(wait_for, browser, f"document.querySelector('{final}[data-utterance=\"1\"]')?.textContent", 30)
+        assert "tickets" in later.lower()
+        assert await in_browser(browser.execute_script, f"return document.querySelectorAll('{final}').length") == 2
+    finally:
+        speaking.cancel()
+        await sub.unsubscribe()
+
+
 async def test_session_player_shows_the_waveform_and_plays_the_clicked_word(stack, browser):
     bus, url, _, pcm, fmt = stack
     sid = "dash-player-1"

@@ -28,9 +28,7 @@ from starlette.staticfiles import StaticFiles
 from voxbus.admin_events import since_time
 from voxbus.errors import ConfigError
 from voxbus.gateways.api_errors import ApiError
-from voxbus.history import stored
-from voxbus.messages import codec
-from voxbus.messages.control import ControlEvent, SessionStart, SessionTranscribed
+from voxbus.gateways.session_index import stored_sessions
 from voxbus.replay import Window, load_session, write_wav
 from voxbus.subjects import validate_session_id
 
@@ -64,22 +62,7 @@ async def sessions(request: Request) -> JSONResponse:
         since = since_time(request.query_params.get("since", "24h"))
     except ConfigError as exc:
         raise ApiError(400, str(exc), "invalid_since", "since") from None
-    s = bus.subjects
-    found: dict[str, dict] = {}
-    async for msg in stored(bus.js, s.stream("ctl"), s.all_control(), since=since):
-        try:
-            ev = codec.decode(msg.data, ControlEvent)
-        except Exception:
-            continue
-        row = found.setdefault(ev.session, {"session": ev.session, "started": None, "utterances": None,
-                                            "ended": None, "errors": 0})
-        if isinstance(ev, SessionStart):
-            row["started"] = ev.ts
-        elif isinstance(ev, SessionTranscribed):
-            row["utterances"], row["ended"] = ev.utterances, ev.ts
-        elif msg.subject.endswith(".error"):
-            row["errors"] += 1
-    rows = sorted(found.values(), key=lambda r: -(r["started"] or r["ended"] or 0))
+    rows = await stored_sessions(bus, since)
     return JSONResponse({"sessions": rows[:MAX_SESSIONS], "more": len(rows) > MAX_SESSIONS})
 
 

@@ -7,8 +7,8 @@ an idle gateway pays nothing. Each tab has a bounded queue: a tab that cannot ke
 memory. While anyone watches, a status snapshot (models, processes, streams: the same gathering
 as /metrics) is taken every `interval` seconds and shared by all tabs.
 
-A tab that connects first gets the last hour of ADMIN history (the events timeline) and the
-latest snapshot, then everything live.
+A tab that connects first gets the last hour of ADMIN history (the events timeline), the
+sessions open now with their finals so far, and the latest snapshot, then everything live.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import msgspec
 from voxbus.admin_events import describe, events
 from voxbus.bus import Bus
 from voxbus.errors import ProtocolError
+from voxbus.gateways.session_index import stored_sessions
+from voxbus.history import stored
 from voxbus.messages import codec
 from voxbus.messages.admin import AdminEvent, ResourceSnapshot
 from voxbus.messages.control import ControlEvent
@@ -35,6 +37,10 @@ QUEUE = 2000
 """Events a tab may fall behind by before it is dropped."""
 HISTORY_S = 3600.0
 HISTORY_MAX = 300
+OPEN_WITHIN_S = 900.0
+"""A new tab is shown the sessions started this recently and not transcribed yet..."""
+OPEN_MAX = 12
+"""...at most this many, with what they have said so far."""
 
 
 def transcript_event(tr: Transcript) -> dict:
@@ -71,6 +77,8 @@ class DashboardFeed:
             yield "hello", {"prefix": self.bus.subjects.prefix, "interval": self.interval, "now": time.time()}
             async for item in self._history():
                 yield item
+            async for item in self._open_sessions():
+                yield item
             if self.last_status is not None:
                 yield "status", self.last_status
             while True:
@@ -95,6 +103,21 @@ class DashboardFeed:
             if isinstance(event, ResourceSnapshot):
                 self.last_resources = data["resources"]
             yield "admin", data
+
+    async def _open_sessions(self) -> AsyncIterator[tuple[str, dict]]:
+        """The sessions speaking now (started lately, not transcribed yet) and their finals so far;
+        what also arrives live meanwhile is sent twice, and the page keeps one of each."""
+        s = self.bus.subjects
+        try:
+            rows = [r for r in await stored_sessions(self.bus, time.time() - OPEN_WITHIN_S)
+                    if r["started"] and r["utterances"] is None][:OPEN_MAX]
+            for row in reversed(rows):  # (oldest first: the newest ends on top)
+                yield "control", {"kind": "start", "type": "start", "session": row["session"], "ts": row["started"]}
+                async for msg in stored(self.bus.js, s.stream("text"), s.transcript(row["session"])):
+                    if (tr := self._decoded(msg, Transcript)) is not None:
+                        yield "transcript", transcript_event(tr)
+        except Exception as exc:  # (a role that may not read the streams: live events still come)
+            log.info("the dashboard cannot read the open sessions: %s", exc)
 
     def _send(self, name: str, data: dict) -> None:
         for queue in list(self.tabs):

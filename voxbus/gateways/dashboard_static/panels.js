@@ -57,6 +57,7 @@ const liveSessions = (() => {
     },
     transcript(t) {
       const c = card(t.session);
+      c.lines.querySelector(`.final[data-utterance="${t.utterance}"]`)?.remove(); // (sent twice: keep one)
       const line = el("p", "final");
       line.dataset.utterance = t.utterance;
       line.append(el("span", "at", `${t.start.toFixed(1)} s`), document.createTextNode(t.text));

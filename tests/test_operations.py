@@ -132,6 +132,8 @@ async def test_metrics_parse_and_the_request_counter_rises_by_exactly_the_reques
             assert overloaded >= 1 and all(isinstance(r, ModelError) and r.code == "overloaded" or
                                            not isinstance(r, BaseException) for r in burst), burst
             after = await scrape(url)
+            async with running_manager(config, "test-manager-2"):  # each manager is asked on its own
+                both = await scrape(url)
         standalone = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "voxbus", "metrics", "--port", "0", "--nats", nats_server.url,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
@@ -149,6 +151,9 @@ async def test_metrics_parse_and_the_request_counter_rises_by_exactly_the_reques
     assert buckets[-1] == (float("inf"), after[count]) and all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:]))
     assert 0 < after[("voxbus_model_inference_seconds_sum", tts)] < 60 * after[count]
     assert alone[key] == after[key]  # `voxbus metrics` serves the same figures
+    assert {dict(labels)["manager"] for name, labels in both if name == "voxbus_model_state"} == {
+        "test-manager", "test-manager-2"}
+    assert both[key] == after[key]  # (the first manager's counts, not mixed with the second's)
     assert after[("voxbus_manager_reachable", ())] == 1
     assert after[("voxbus_model_memory_bytes", (*tts[:2], ("memory", "ram"), tts[2]))] > 0
     assert after[("voxbus_model_state", (*tts, ("state", "loaded")))] == 1

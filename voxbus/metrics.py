@@ -39,8 +39,8 @@ async def snapshot(bus: Bus) -> dict:
     ids = [(a.get("metadata") or {}).get("manager") for a in answers
            if a.get("name") == bus.subjects.service_name("model-manager")]
     replies = [r for r in await asyncio.gather(*(listed(i) for i in ids if i)) if r is not None]
-    if not replies and anyone is not None:
-        replies = [anyone]
+    if anyone is not None and anyone.manager not in {r.manager for r in replies}:
+        replies.append(anyone)  # (a manager without its own list subject, or a role that may only ask the group)
     return {"managers": [(r.manager, r.models) for r in replies],
             "processes": [process_row(a, bus.subjects.prefix) for a in answers], "streams": stream_rows}
 

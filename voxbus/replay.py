@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 import msgspec
+import numpy as np
 import soundfile as sf
 
 from voxbus.audio import WAV_SUBTYPES, float_to_pcm, pcm_samples, pcm_to_float, to_mono
@@ -106,10 +107,11 @@ async def paced(events: list[ReplayEvent], original: bool) -> AsyncIterator[Repl
         yield ev
 
 
-def write_wav(replay: Replay, path) -> tuple[int, AudioFormat] | None:
+def write_wav(replay: Replay, path, *, aligned: bool = False) -> tuple[int, AudioFormat] | None:
     """The replayed frames as one WAV (to a path or a binary file object) in the first frame's
-    format (samples exactly as published; frames in another format are converted to it).
-    Returns (frames written, format)."""
+    format (samples exactly as published; frames in another format are converted to it). With
+    `aligned`, a gap in session time (frames lost or expired) is filled with silence, so the
+    file's time is session time, as word timings are. Returns (frames written, format)."""
     frames = [e for e in replay.events if e.kind == "audio"]
     if not frames:
         return None
@@ -117,10 +119,18 @@ def write_wav(replay: Replay, path) -> tuple[int, AudioFormat] | None:
     target = path if hasattr(path, "write") else str(path)
     with sf.SoundFile(target, "w", samplerate=fmt.rate, channels=fmt.channels, subtype=WAV_SUBTYPES[fmt.sample],
                       format="WAV") as out:
+        written = 0  # (samples so far; aligned: from session time 0, even if the first frames expired)
         for e in sorted(frames, key=lambda e: e.body.seq):
             pcm = e.payload if e.body.format == fmt else _convert(e.payload, e.body.format, fmt)
-            if pcm:
-                out.write(pcm_samples(pcm, fmt))
+            if not pcm:
+                continue
+            samples = pcm_samples(pcm, fmt)
+            gap = round(e.t * fmt.rate) - written if aligned else 0
+            if gap > fmt.rate // 100:  # (over 10 ms: a real gap, not rounding)
+                out.write(np.zeros((gap, *samples.shape[1:]), dtype=samples.dtype))
+                written += gap
+            out.write(samples)
+            written += len(samples)
     return len(frames), fmt
 
 

@@ -14,6 +14,7 @@ once and keeps it for the tab); the static page itself holds no data.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import AsyncIterator
@@ -86,7 +87,7 @@ async def session(request: Request) -> JSONResponse:
 async def session_audio(request: Request) -> Response:
     replay = await _stored_session(request)
     buf = io.BytesIO()
-    if write_wav(replay, buf) is None:
+    if await asyncio.to_thread(write_wav, replay, buf, aligned=True) is None:  # (encoding: off the event loop)
         raise ApiError(404, f"session {replay.session!r} has no stored audio", "session_not_found", "session")
     return Response(buf.getvalue(), media_type="audio/wav",
                     headers={"Content-Disposition": f'inline; filename="{replay.session}.wav"'})

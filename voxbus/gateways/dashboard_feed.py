@@ -50,7 +50,7 @@ def transcript_event(tr: Transcript) -> dict:
 
 
 def admin_event(event) -> dict:
-    return {"ts": event.ts, "type": type(event).__name__, "line": describe(event),
+    return {"ts": event.ts, "type": type(event).__name__, "line": describe(event), "manager": event.manager,
             "event": getattr(event, "event", ""), "model": getattr(event, "model", ""),
             **({"resources": msgspec.to_builtins(event)} if isinstance(event, ResourceSnapshot) else {})}
 
@@ -63,14 +63,15 @@ class DashboardFeed:
         self.subs: list = []
         self.ticker: asyncio.Task | None = None
         self.last_status: dict | None = None
-        self.last_resources: dict | None = None
+        self.resources: dict[str, dict] = {}  # manager -> its latest ResourceSnapshot
         self.lock = asyncio.Lock()
+        self.closing: set[asyncio.Task] = set()
 
     async def watch(self) -> AsyncIterator[tuple[str, dict]]:
         """(event name, data) for one tab, until it goes away or falls behind."""
         queue: asyncio.Queue = asyncio.Queue(QUEUE)
         async with self.lock:
-            if not self.tabs:
+            if not self.subs:  # (not "no tabs": a tab dropped for lagging may still be leaving)
                 await self._open()
             self.tabs.add(queue)
         try:
@@ -83,14 +84,30 @@ class DashboardFeed:
                 yield "status", self.last_status
             while True:
                 name, data = await queue.get()
+                if name == "closing":
+                    return
                 yield name, data
                 if name == "lagged":
                     return
         finally:
-            async with self.lock:
-                self.tabs.discard(queue)
-                if not self.tabs:
-                    await self._close()
+            # (often run cancelled: the server cancels a response whose client went away, and under
+            # anyio every await here would be cancelled again, so the closing runs as its own task)
+            self.tabs.discard(queue)
+            if not self.tabs:
+                closing = asyncio.create_task(self._close_if_idle(), name="dashboard-feed-close")
+                self.closing.add(closing)
+                closing.add_done_callback(self.closing.discard)
+
+    async def _close_if_idle(self) -> None:
+        async with self.lock:
+            if not self.tabs and self.subs:
+                await self._close()
+
+    def shutdown(self) -> None:
+        """End every tab's stream (the gateway is stopping: an open stream would hold it up)."""
+        for queue in list(self.tabs):
+            self._clear(queue)
+            queue.put_nowait(("closing", {}))
 
     async def _history(self) -> AsyncIterator[tuple[str, dict]]:
         try:
@@ -98,11 +115,12 @@ class DashboardFeed:
         except Exception as exc:  # (a role that may not read ADMIN: the rest of the page still works)
             log.info("the dashboard cannot read the ADMIN history: %s", exc)
             return
-        for event in past[-HISTORY_MAX:]:
-            data = admin_event(event)
-            if isinstance(event, ResourceSnapshot):
-                self.last_resources = data["resources"]
-            yield "admin", data
+        for event in past:
+            if isinstance(event, ResourceSnapshot):  # (every 15 s per manager: kept, not listed)
+                self.resources[event.manager] = admin_event(event)["resources"]
+        lifecycle = [e for e in past if not isinstance(e, ResourceSnapshot)]
+        for event in lifecycle[-HISTORY_MAX:]:
+            yield "admin", admin_event(event)
 
     async def _open_sessions(self) -> AsyncIterator[tuple[str, dict]]:
         """The sessions speaking now (started lately, not transcribed yet) and their finals so far;
@@ -123,11 +141,16 @@ class DashboardFeed:
         for queue in list(self.tabs):
             try:
                 queue.put_nowait((name, data))
-            except asyncio.QueueFull:  # too slow: tell it (the one place kept free) and drop it
+            except asyncio.QueueFull:  # too slow: drop what it has not read, tell it, and let it go
                 self.tabs.discard(queue)
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    queue.get_nowait()
+                self._clear(queue)
                 queue.put_nowait(("lagged", {"dropped_after": QUEUE}))
+
+    @staticmethod
+    def _clear(queue: asyncio.Queue) -> None:
+        with contextlib.suppress(asyncio.QueueEmpty):
+            while True:
+                queue.get_nowait()
 
     async def _open(self) -> None:
         s, nc = self.bus.subjects, self.bus.nc
@@ -155,7 +178,7 @@ class DashboardFeed:
         models = [{**msgspec.to_builtins(m), "manager": manager} for manager, ms in snap["managers"] for m in ms]
         self.last_status = {"ts": time.time(), "models": models if snap["managers"] else None,
                             "processes": snap["processes"], "streams": snap["streams"],
-                            "resources": self.last_resources}
+                            "resources": self.resources}
         return self.last_status
 
     async def _tick(self) -> None:
@@ -194,5 +217,5 @@ class DashboardFeed:
         if (ev := self._decoded(msg, AdminEvent)) is not None:
             data = admin_event(ev)
             if isinstance(ev, ResourceSnapshot):
-                self.last_resources = data["resources"]
+                self.resources[ev.manager] = data["resources"]
             self._send("admin", data)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import json
 import logging
 import time
@@ -45,6 +46,13 @@ from voxbus.subjects import Subjects
 log = logging.getLogger(__name__)
 
 
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 class HttpGateway:
     """What the handlers share: the bus, the model client, the limits and the model registry."""
 
@@ -61,6 +69,7 @@ class HttpGateway:
         self.counters = {"requests": 0, "errors": 0}  # (totals only: what is in flight is `pending`)
         self.in_flight = 0
         self.feed = DashboardFeed(bus)
+        self.listen_host = cfg.http.host
 
     def status(self) -> ServiceStatus:
         return ServiceStatus(service="http", pending=self.in_flight, counters=dict(self.counters))
@@ -175,12 +184,12 @@ class Guard:
             return message
 
         counters = self.gw.counters
-        counters["requests"] += 1
-        api = scope["path"].startswith("/v1/")  # (an open dashboard tab is not load)
+        api = scope["path"].startswith("/v1/")  # (the API's load: not the dashboard, /health, /metrics)
+        counters["requests"] += api
         self.gw.in_flight += api
 
         async def sent(message) -> None:
-            if message["type"] == "http.response.start" and message["status"] >= 400:
+            if api and message["type"] == "http.response.start" and message["status"] >= 400:
                 counters["errors"] += 1
             await send(message)
         try:
@@ -188,12 +197,23 @@ class Guard:
         finally:
             self.gw.in_flight -= api
 
+    def _local_host(self, host: str) -> bool:
+        if not is_loopback(self.gw.listen_host):
+            return True  # (listening on a wider address: the operator chose that; the key is the guard)
+        name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+        return name in ("localhost", "[::1]") or is_loopback(name)
+
     def _refuse(self, scope, headers: dict) -> ApiError | None:
         path = scope["path"]
         if self.gw.api_key and path.startswith(("/v1/", dashboard.API)):
             given = headers.get("authorization", "").removeprefix("Bearer ").strip()
             if not hmac.compare_digest(given.encode(), self.gw.api_key.encode()):
                 return ApiError(401, "a valid API key is required (Authorization: Bearer KEY)", "invalid_api_key")
+        if not self.gw.api_key and path.startswith(dashboard.API) and not self._local_host(headers.get("host", "")):
+            # (no key on a loopback gateway: only a page loaded from this machine by its loopback
+            # name may read the stored sessions, not one that rebound some DNS name to 127.0.0.1)
+            return ApiError(403, "the dashboard of a gateway without an API key is served only as localhost or "
+                                 "127.0.0.1; set --api-key to open it under other names", "forbidden_host")
         limit = self.gw.max_upload if headers.get("content-type", "").startswith("multipart/") else self.gw.max_json
         length = headers.get("content-length")
         if length and length.isdigit() and int(length) > limit:
@@ -227,7 +247,7 @@ async def served(app, host: str, port: int) -> AsyncIterator[str]:
     """uvicorn serving `app` in this event loop until the block ends; yields its base URL (the
     real port when `port` is 0)."""
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
-                                           access_log=False))
+                                           access_log=False, timeout_graceful_shutdown=10))
     task = asyncio.create_task(server.serve(), name="voxbus-http")
     while not server.started:
         if task.done():
@@ -245,9 +265,11 @@ async def served(app, host: str, port: int) -> AsyncIterator[str]:
 async def serving(bus: Bus, host: str, port: int, api_key: str | None = None) -> AsyncIterator[str]:
     """Serve the API until the block ends; yields its base URL."""
     gateway = HttpGateway(bus, api_key)
+    gateway.listen_host = host
     async with served(build_app(gateway), host, port) as url:
         micro = await announce(bus, "http", "voxbus OpenAI-compatible API (a gateway)", url, gateway.status)
         try:
             yield url
         finally:
+            gateway.feed.shutdown()  # (uvicorn waits for open responses: end the dashboards' streams)
             await micro.stop()

@@ -7,16 +7,18 @@
   let refreshSoon = null;
 
   const handlers = {
-    hello: (h) => { document.getElementById("deployment").textContent = `subjects ${h.prefix}.*`; },
+    hello: (h) => { // (a new stream replays the history: start the timeline over)
+      document.getElementById("deployment").textContent = `subjects ${h.prefix}.*`;
+      eventsPanel.reset();
+    },
     partial: liveSessions.partial,
     transcript: liveSessions.transcript,
     reply: liveSessions.reply,
     control: (ev) => {
       liveSessions.control(ev);
       if (ev.kind === "transcribed") sessionPlayer.finished(ev.session);
-      if (ev.kind === "transcribed" || ev.kind === "start") { // (the stored list changed: coalesce refreshes)
-        clearTimeout(refreshSoon);
-        refreshSoon = setTimeout(sessionPlayer.refresh, 500);
+      if ((ev.kind === "transcribed" || ev.kind === "start") && !refreshSoon) { // (the stored list changed:
+        refreshSoon = setTimeout(() => { refreshSoon = null; sessionPlayer.refresh(); }, 3000); // at most every 3 s)
       }
     },
     admin: eventsPanel.admin,

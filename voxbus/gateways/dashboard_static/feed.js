@@ -45,7 +45,15 @@ const voxbusApi = (() => {
           if (line.startsWith("event:")) name = line.slice(6).trim();
           else if (line.startsWith("data:")) data.push(line.slice(5).trimStart());
         }
-        if (data.length) dispatch(name, JSON.parse(data.join("\n")));
+        if (!data.length) continue;
+        let parsed;
+        try {
+          parsed = JSON.parse(data.join("\n"));
+        } catch (err) { // (one unreadable event is skipped, not the stream)
+          console.warn(`voxbus feed: an unreadable ${name} event:`, err.message);
+          continue;
+        }
+        dispatch(name, parsed);
       }
     }
   }

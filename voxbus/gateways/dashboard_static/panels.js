@@ -126,12 +126,18 @@ const modelsPanel = (() => {
           return tr;
         }));
       }
-      const loaded = (s.models || []).filter((m) => m.state === "loaded");
-      const ram = loaded.reduce((a, m) => a + m.ram_bytes, 0);
-      const vram = loaded.reduce((a, m) => a + m.vram_bytes, 0);
-      const r = s.resources || {};
-      const rows = [bar("RAM", ram, r.ram_budget_bytes || 0)];
-      if (vram || r.vram_budget_bytes) rows.push(bar("VRAM", vram, r.vram_budget_bytes || 0));
+      // Each manager's loaded models against its own budgets (from its latest resource snapshot).
+      const managers = [...new Set((s.models || []).map((m) => m.manager))];
+      const rows = [];
+      for (const manager of managers) {
+        const loaded = s.models.filter((m) => m.manager === manager && m.state === "loaded");
+        const ram = loaded.reduce((a, m) => a + m.ram_bytes, 0);
+        const vram = loaded.reduce((a, m) => a + m.vram_bytes, 0);
+        const r = (s.resources || {})[manager] || {};
+        const tag = managers.length > 1 ? ` ${manager}` : "";
+        rows.push(bar(`RAM${tag}`, ram, r.ram_budget_bytes || 0));
+        if (vram || r.vram_budget_bytes) rows.push(bar(`VRAM${tag}`, vram, r.vram_budget_bytes || 0));
+      }
       memory.replaceChildren(...rows);
       procs.replaceChildren(...s.processes.map((p) => {
         const tr = el("tr");
@@ -151,6 +157,7 @@ const latencyChart = (() => {
   const names = ["STT inference", "STT queue", "LLM inference", "TTS inference", "STT lag"];
   const data = [[], ...names.map(() => [])];
   const box = document.getElementById("latency");
+  let last = 0;           // the newest point's time: an older snapshot (sent late) is skipped
   const colors = ["#2f7ed8", "#8bbc21", "#910000", "#f28f43", "#77a1e5"];
   const plot = new uPlot({
     width: Math.max(320, box.clientWidth || 640), height: 220,
@@ -167,6 +174,8 @@ const latencyChart = (() => {
   };
   return {
     status(s) {
+      if (s.ts <= last) return;
+      last = s.ts;
       const stt = (s.processes || []).filter((p) => p.kind === "stt" && p.lag_ms != null).map((p) => p.lag_ms);
       const row = [s.ts, worst(s.models, "stt", "inference_ms_p50"), worst(s.models, "stt", "queue_ms_p50"),
         worst(s.models, "llm", "inference_ms_p50"), worst(s.models, "tts", "inference_ms_p50"),
@@ -192,7 +201,9 @@ const eventsPanel = (() => {
     const now = Date.now() / 1000;
     const earliest = events.length ? Math.min(...events.map((e) => e.ts)) : now;
     const SPAN = Math.min(SPAN_MAX, Math.max(SPAN_MIN, (now - earliest) * 1.1));
-    const models = [...new Set(events.filter((e) => e.model && e.type === "ModelEvent").map((e) => e.model))];
+    const several = new Set(events.map((e) => e.manager)).size > 1;
+    const laneOf = (e) => (several ? `${e.model} @ ${e.manager}` : e.model); // (a lane per model and manager)
+    const models = [...new Set(events.filter((e) => e.model && e.type === "ModelEvent").map(laneOf))];
     const width = svg.clientWidth || 400, lane = 18, left = 110;
     svg.replaceChildren();
     svg.setAttribute("height", String(models.length * lane + 18));
@@ -211,7 +222,7 @@ const eventsPanel = (() => {
       name.textContent = model;
       svg.append(name);
       let since = null;
-      const mine = events.filter((e) => e.model === model && e.type === "ModelEvent");
+      const mine = events.filter((e) => e.type === "ModelEvent" && laneOf(e) === model);
       for (const e of [...mine, { event: "now", ts: now }]) {
         if (e.event === "loaded") since = since ?? e.ts;
         else if (since !== null && e.event !== "loading") {
@@ -248,5 +259,6 @@ const eventsPanel = (() => {
       drawLanes();
     },
     redraw: drawLanes,
+    reset() { events.length = 0; list.replaceChildren(); drawLanes(); },
   };
 })();

@@ -16,6 +16,7 @@ const sessionPlayer = (() => {
   });
   let spans = [];        // [{start, end, node}] in time order
   let current = null;    // the session shown
+  let generation = 0;    // which open() is the latest: an older one's results are dropped
   let lastPlayed = null; // {start, end}: what the last click asked to hear
 
   document.getElementById("play").addEventListener("click", () => ws.playPause());
@@ -41,6 +42,7 @@ const sessionPlayer = (() => {
   }
 
   async function open(session) {
+    const mine = ++generation;
     current = session;
     for (const item of list.children) item.classList.toggle("chosen", item.dataset.session === session);
     title.textContent = `${session}: loading…`;
@@ -52,8 +54,9 @@ const sessionPlayer = (() => {
         voxbusApi.get(`/dashboard/api/sessions/${encodeURIComponent(session)}`),
         voxbusApi.get(`/dashboard/api/sessions/${encodeURIComponent(session)}/audio.wav`, "blob"),
       ]);
-      if (current !== session) return; // (another one was picked meanwhile)
+      if (mine !== generation) return; // (another one was picked meanwhile)
       await ws.loadBlob(audio);
+      if (mine !== generation) return;
       title.textContent = `${session}: ${info.audio_s.toFixed(1)} s of audio, ${info.frames} frames, ` +
         `${info.utterances.length} utterance(s)`;
       controls.hidden = false;
@@ -71,7 +74,7 @@ const sessionPlayer = (() => {
       }
       if (!info.utterances.length) words.append(el("p", "empty", "No transcript is stored for this session."));
     } catch (err) {
-      title.textContent = `${session}: ${err.message}`;
+      if (mine === generation && err.name !== "AbortError") title.textContent = `${session}: ${err.message}`;
     }
   }
 
